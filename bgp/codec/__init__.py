@@ -1,0 +1,1 @@
+"""BGP message codec: pure bytes <-> models, errors carry NOTIFICATION codes and RFC 7606 actions."""

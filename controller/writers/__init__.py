@@ -1,0 +1,1 @@
+"""writers of the controller."""

@@ -1,0 +1,1 @@
+"""Shared test infrastructure: prerequisites, network-namespace labs, real daemons, a real API server."""
