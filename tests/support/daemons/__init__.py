@@ -1,0 +1,1 @@
+"""Real routing daemons (FRR, BIRD, GoBGP, ExaBGP) run as appliances/peers inside lab hosts."""

@@ -1,0 +1,1 @@
+"""pytest fixtures for a real kube-apiserver + etcd."""

@@ -1,0 +1,1 @@
+"""pytest fixtures for network-namespace labs and routing daemons."""
