@@ -1,0 +1,296 @@
+"""FRR (zebra + bgpd + bfdd + staticd) as a lab appliance/peer.
+
+Each instance keeps its configs, pid files, vty sockets and zserv socket in its own directory under
+the host's work dir (owned by the `frr` user: FRR daemons start as root and drop to `frr`, and
+vtysh must reach their sockets). Control goes through `vtysh --vty_socket DIR` with JSON output.
+FRR can only install into the main table here (no VRF on this kernel).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.support.daemons.base import BfdView, Neighbor, Route, RouteView, RoutingDaemon
+from tests.support.netns import Host, LabError, ManagedProcess
+from tests.support.prereq import missing
+
+FRR_DIR = Path("/usr/lib/frr")
+DAEMONS = ("zebra", "staticd", "bfdd", "bgpd")
+_BGP_STATE = {"Clearing": "Idle", "Deleted": "Idle"}
+_BFD_STATE = {"up": "Up", "down": "Down", "init": "Init", "shutdown": "AdminDown", "adminDown": "AdminDown"}
+
+
+def _family(prefix: str) -> str:
+    return "ipv6" if ":" in prefix else "ipv4"
+
+
+class FrrDaemon(RoutingDaemon):
+    kind = "frr"
+
+    def __init__(self, host: Host, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self.dir = host.workdir / f"frr-{self.asn}-{id(self) % 10000}"
+        self._procs: list[ManagedProcess] = []
+        self._advertised: dict[str, Route] = {r.prefix: r for r in self.routes}
+        self._route_maps: dict[str, str] = {}
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def _route_map(self, route: Route, index: int) -> list[str]:
+        name = f"ORIG{index}"
+        self._route_maps[route.prefix] = name
+        lines = [f"route-map {name} permit 10"]
+        if route.as_path_prepend:
+            lines.append(" set as-path prepend " + " ".join([str(self.asn)] * route.as_path_prepend))
+        if route.med is not None:
+            lines.append(f" set metric {route.med}")
+        if route.communities:
+            lines.append(" set community " + " ".join(route.communities))
+        if route.large_communities:
+            lines.append(" set large-community " + " ".join(route.large_communities))
+        if route.next_hop:
+            if ":" in route.next_hop:
+                lines.append(f" set ipv6 next-hop global {route.next_hop}")
+            else:
+                lines.append(f" set ip next-hop {route.next_hop}")
+        lines.append("exit")
+        return lines
+
+    def _bgpd_conf(self) -> str:
+        lines = [f"hostname {self.host.name}-bgpd", f"log file {self.dir}/bgpd.log informational", "!"]
+        for i, route in enumerate(self._advertised.values()):
+            lines += self._route_map(route, i)
+        lines += [
+            "route-map PERMIT_ALL permit 10",
+            "exit",
+            f"router bgp {self.asn}",
+            f" bgp router-id {self.router_id}",
+            " no bgp ebgp-requires-policy",
+            " no bgp default ipv4-unicast",
+            " no bgp network import-check",
+            " bgp graceful-restart" if any(n.graceful_restart for n in self.neighbors) else " !",
+        ]
+        for index, n in enumerate(self.neighbors):
+            a = n.address
+            lines.append(f" neighbor {a} remote-as {n.asn}")
+            if n.port != 179:
+                lines.append(f" neighbor {a} port {n.port}")
+            if n.local_address:
+                lines.append(f" neighbor {a} update-source {n.local_address}")
+            if n.passive:
+                lines.append(f" neighbor {a} passive")
+            if n.password:
+                lines.append(f" neighbor {a} password {n.password}")
+            if n.multihop_ttl:
+                lines.append(f" neighbor {a} ebgp-multihop {n.multihop_ttl}")
+            keepalive = max(1, n.hold_time // 3) if n.hold_time else 0
+            lines.append(f" neighbor {a} timers {keepalive} {n.hold_time}")
+            lines.append(f" neighbor {a} timers connect {n.connect_retry}")
+            if n.bfd is not None:
+                lines.append(f" neighbor {a} bfd profile P{index}")
+            if n.graceful_restart:
+                lines.append(f" neighbor {a} graceful-restart")
+        for family in ("ipv4", "ipv6"):
+            lines.append(f" address-family {family} unicast")
+            for n in self.neighbors:
+                if family in n.families:
+                    lines.append(f"  neighbor {n.address} activate")
+                    lines.append(f"  neighbor {n.address} route-map PERMIT_ALL in")
+                    lines.append(f"  neighbor {n.address} route-map PERMIT_ALL out")
+            for prefix, _route in self._advertised.items():
+                if _family(prefix) == family:
+                    lines.append(f"  network {prefix} route-map {self._route_maps[prefix]}")
+            lines.append(" exit-address-family")
+        lines.append("exit")
+        return "\n".join(lines) + "\n"
+
+    def _bfdd_conf(self) -> str:
+        lines = [f"hostname {self.host.name}-bfdd", f"log file {self.dir}/bfdd.log informational", "bfd"]
+        for index, n in enumerate(self.neighbors):
+            if n.bfd is None:
+                continue
+            lines += [
+                f" profile P{index}",
+                f"  transmit-interval {n.bfd.min_tx_ms}",
+                f"  receive-interval {n.bfd.min_rx_ms}",
+                f"  detect-multiplier {n.bfd.multiplier}",
+                " exit",
+            ]
+            peer = f" peer {n.address}"
+            if n.bfd_multihop:
+                peer += " multihop"
+            if n.local_address:
+                peer += f" local-address {n.local_address}"
+            lines += [peer, f"  profile P{index}", " exit"]
+        lines.append("exit")
+        return "\n".join(lines) + "\n"
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for daemon in DAEMONS:
+            if not (FRR_DIR / daemon).exists():
+                missing(f"FRR's {daemon} is not installed (Debian package frr)")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        frr = pwd.getpwnam("frr")
+        os.chown(self.dir, frr.pw_uid, frr.pw_gid)
+        confs = {
+            "zebra": f"hostname {self.host.name}-zebra\nlog file {self.dir}/zebra.log informational\n",
+            "staticd": f"hostname {self.host.name}-staticd\n",
+            "bfdd": self._bfdd_conf(),
+            "bgpd": self._bgpd_conf(),
+        }
+        for daemon, text in confs.items():
+            path = self.dir / f"{daemon}.conf"
+            path.write_text(text)
+            os.chown(path, frr.pw_uid, frr.pw_gid)
+        zserv = self.dir / "zserv.api"
+        for daemon in DAEMONS:
+            argv = [
+                str(FRR_DIR / daemon), "-f", str(self.dir / f"{daemon}.conf"), "-i", str(self.dir / f"{daemon}.pid"),
+                "-z", str(zserv), "--vty_socket", str(self.dir), "-u", "frr", "-g", "frr", "-P", "0",
+                "--log", f"file:{self.dir}/{daemon}.out",
+            ]
+            if daemon == "bgpd":
+                argv += ["-p", str(self.listen_port)]
+            if daemon == "bfdd":
+                argv += ["--bfdctl", str(self.dir / "bfdd.sock")]
+            self._procs.append(self.host.popen(argv, name=f"frr-{daemon}-{self.asn}"))
+            if daemon == "zebra":
+                self._wait_for(lambda: zserv.exists(), "zebra's zserv socket")
+        self._wait_for(self._bgpd_answers, "bgpd to answer vtysh")
+
+    def _wait_for(self, predicate: Any, what: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for proc in self._procs:
+                if not proc.alive():
+                    raise LabError(f"FRR {proc.name} exited: {proc.log_text()[-2000:]}")
+            if predicate():
+                return
+            time.sleep(0.1)
+        raise LabError(f"FRR: timed out waiting for {what}")
+
+    def _bgpd_answers(self) -> bool:
+        return self.vtysh("show bgp summary json", check=False).returncode == 0
+
+    def stop(self) -> None:
+        for proc in reversed(self._procs):
+            proc.stop()
+        self._procs.clear()
+
+    def restart(self) -> None:
+        self.stop()
+        for leftover in ("zserv.api", "bgpd.vty", "zebra.vty", "bfdd.vty", "staticd.vty", "bfdd.sock"):
+            (self.dir / leftover).unlink(missing_ok=True)
+        self.start()
+
+    # -- control ------------------------------------------------------------------------------
+
+    def vtysh(self, *commands: str, check: bool = True) -> Any:
+        argv = ["vtysh", "--vty_socket", str(self.dir)]
+        for command in commands:
+            argv += ["-c", command]
+        vtysh = shutil.which("vtysh") or "/usr/bin/vtysh"
+        argv[0] = vtysh
+        return self.host.run(*argv, check=check, timeout=20)
+
+    def vtysh_json(self, command: str) -> Any:
+        out = self.vtysh(command).stdout
+        return json.loads(out) if out.strip() else {}
+
+    def configure(self, lines: Sequence[str]) -> None:
+        self.vtysh("configure terminal", *lines)
+
+    def advertise(self, routes: Sequence[Route]) -> None:
+        lines: list[str] = []
+        for route in routes:
+            self._advertised[route.prefix] = route
+            index = len(self._route_maps) + 1000
+            lines += self._route_map(route, index)
+        lines.append(f"router bgp {self.asn}")
+        for route in routes:
+            lines += [
+                f" address-family {_family(route.prefix)} unicast",
+                f"  network {route.prefix} route-map {self._route_maps[route.prefix]}",
+                " exit-address-family",
+            ]
+        self.configure(lines)
+
+    def withdraw(self, prefixes: Sequence[str]) -> None:
+        lines = [f"router bgp {self.asn}"]
+        for prefix in prefixes:
+            self._advertised.pop(prefix, None)
+            lines += [f" address-family {_family(prefix)} unicast", f"  no network {prefix}", " exit-address-family"]
+        self.configure(lines)
+
+    def session_state(self, neighbor_address: str) -> str:
+        data = self.vtysh_json(f"show bgp neighbors {neighbor_address} json")
+        state = data.get(neighbor_address, {}).get("bgpState", "Idle")
+        return _BGP_STATE.get(state, state)
+
+    def received_routes(self) -> dict[str, RouteView]:
+        routes: dict[str, RouteView] = {}
+        for family in ("ipv4", "ipv6"):
+            data = self.vtysh_json(f"show bgp {family} unicast json detail") or {}
+            for prefix, entry in (data.get("routes") or {}).items():
+                paths = entry.get("paths", entry) if isinstance(entry, dict) else entry
+                for path in paths:
+                    view = _route_view(prefix, path)
+                    if view is not None and path.get("bestpath", {}).get("overall", True):
+                        routes[prefix] = view
+                        break
+                    if view is not None:
+                        routes.setdefault(prefix, view)
+        return routes
+
+    def bfd_sessions(self) -> dict[str, BfdView]:
+        sessions: dict[str, BfdView] = {}
+        for peer in self.vtysh_json("show bfd peers json") or []:
+            sessions[peer["peer"]] = BfdView(
+                peer=peer["peer"],
+                state=_BFD_STATE.get(peer.get("status", "down"), "Down"),
+                remote_state=None,
+                diagnostic=peer.get("diagnostic"),
+                tx_interval_ms=peer.get("transmit-interval"),
+                rx_interval_ms=peer.get("receive-interval"),
+                detect_multiplier=peer.get("detect-multiplier"),
+                extra={
+                    "remote-transmit-interval": str(peer.get("remote-transmit-interval")),
+                    "remote-receive-interval": str(peer.get("remote-receive-interval")),
+                    "remote-detect-multiplier": str(peer.get("remote-detect-multiplier")),
+                    "remote-diagnostic": str(peer.get("remote-diagnostic")),
+                },
+            )
+        return sessions
+
+
+def _route_view(prefix: str, path: dict[str, Any]) -> RouteView | None:
+    """One FRR JSON path -> RouteView; None for paths we originate ourselves."""
+    peer = path.get("peer", {})
+    peer_id = peer.get("peerId") if isinstance(peer, dict) else path.get("peerId")
+    if peer_id in (None, "(unspec)", "0.0.0.0", "::"):
+        return None
+    aspath = path.get("aspath", {})
+    as_string = aspath.get("string", "") if isinstance(aspath, dict) else str(path.get("path", ""))
+    as_path = tuple(int(x) for x in as_string.replace("{", " ").replace("}", " ").split() if x.isdigit())
+    hops = [h for h in path.get("nexthops") or [] if h.get("scope", "global") == "global"]
+    next_hop = hops[0].get("ip") if hops else None
+    communities = path.get("community", {}).get("string", "") if isinstance(path.get("community"), dict) else ""
+    large = path.get("largeCommunity", {}).get("string", "") if isinstance(path.get("largeCommunity"), dict) else ""
+    return RouteView(
+        prefix=prefix,
+        next_hop=next_hop,
+        as_path=as_path,
+        med=path.get("med", path.get("metric")),
+        local_pref=path.get("localpref", path.get("locPrf")),
+        communities=tuple(communities.split()),
+        large_communities=tuple(large.split()),
+    )
