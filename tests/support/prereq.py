@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -43,7 +44,8 @@ def require_binary(name: str) -> str:
     cached = bin_dir() / name
     if cached.is_file() and os.access(cached, os.X_OK):
         return str(cached)
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/lib/frr:/sbin")
+    venv_bin = str(Path(sys.executable).parent)  # console scripts of our virtualenv (exabgp)
+    found = shutil.which(name) or shutil.which(name, path=f"{venv_bin}:/usr/sbin:/usr/lib/frr:/sbin")
     if found is None:
         missing(f"program {name!r} not found (run `make test` to install it)")
     return found

@@ -115,6 +115,14 @@ class RoutingDaemon(abc.ABC):
         self.routes = list(routes)
         self.listen_port = listen_port
 
+    def own_address(self, ipv6: bool) -> str:
+        """The host's first global address of a family (an explicit next hop of that family)."""
+        for cidr in self.host.addresses():
+            address = cidr.split("/")[0]
+            if (":" in address) == ipv6 and not address.startswith("fe80"):
+                return address
+        raise RuntimeError(f"{self.host.name} has no {'IPv6' if ipv6 else 'IPv4'} address")
+
     @abc.abstractmethod
     def start(self) -> None:
         """Render the configuration, start the daemon and wait until it answers its control interface."""

@@ -1,0 +1,235 @@
+"""ExaBGP (from PyPI, in the project's virtualenv) as a lab peer.
+
+ExaBGP talks to "API processes" over their stdin/stdout. Each instance runs one small relay
+process (`exabgp_relay.py`): it appends every JSON message ExaBGP sends (neighbor state changes and
+parsed UPDATEs) to a state file, and forwards command lines written to a FIFO in the instance's
+directory to ExaBGP (`announce route ...`, `withdraw route ...`). The fixture reads the state file
+to report sessions and received routes, replaying announces and withdraws in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.support.daemons.base import Neighbor, Route, RouteView, RoutingDaemon
+from tests.support.netns import Host, LabError, ManagedProcess
+from tests.support.prereq import require_binary
+
+RELAY = Path(__file__).with_name("exabgp_relay.py")
+_STATE = {"up": "Established", "connected": "OpenSent", "down": "Idle", "shutdown": "Idle"}
+
+
+class ExabgpDaemon(RoutingDaemon):
+    kind = "exabgp"
+
+    def __init__(self, host: Host, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self.dir = host.workdir / f"exabgp-{self.asn}-{id(self) % 10000}"
+        self.fifo = self.dir / "commands.fifo"
+        self.events = self.dir / "events.jsonl"
+        self._proc: ManagedProcess | None = None
+        self._advertised: dict[str, Route] = {r.prefix: r for r in self.routes}
+
+    def _route_command(self, route: Route) -> str:
+        # An explicit address of the route's own family: "next-hop self" is refused by ExaBGP when the
+        # route's family differs from the session's (IPv6 routes over an IPv4 session).
+        hop = route.next_hop or self.own_address(ipv6=":" in route.prefix)
+        parts = [f"route {route.prefix}", f"next-hop {hop}"]
+        if route.med is not None:
+            parts.append(f"med {route.med}")
+        if route.as_path_prepend:
+            # ExaBGP sends a configured as-path as it is (it adds its own ASN only when none is given).
+            parts.append("as-path [ " + " ".join([str(self.asn)] * (route.as_path_prepend + 1)) + " ]")
+        if route.communities:
+            parts.append("community [ " + " ".join(route.communities) + " ]")
+        if route.large_communities:
+            parts.append("large-community [ " + " ".join(route.large_communities) + " ]")
+        return " ".join(parts)
+
+    def render(self) -> str:
+        python = sys.executable
+        lines = [
+            "process relay {",
+            f"  run {python} {RELAY} {self.events} {self.fifo};",
+            "  encoder json;",
+            "}",
+        ]
+        for n in self.neighbors:
+            local = n.local_address or self.own_address(ipv6=":" in n.address)
+            lines += [
+                f"neighbor {n.address} {{",
+                f"  router-id {self.router_id};",
+                f"  local-address {local};",
+                f"  local-as {self.asn};",
+                f"  peer-as {n.asn};",
+                f"  hold-time {n.hold_time};",
+                f"  connect {n.port};",
+            ]
+            if n.passive:
+                lines.append("  passive true;")
+            if n.password:
+                lines.append(f'  md5-password "{n.password}";')
+            if n.multihop_ttl:
+                lines.append(f"  outgoing-ttl {n.multihop_ttl};")
+            lines.append("  family {")
+            lines += [f"    {family} unicast;" for family in n.families]
+            lines.append("  }")
+            lines.append("  capability {")
+            lines.append("    route-refresh;")
+            if n.graceful_restart:
+                lines.append("    graceful-restart 120;")
+            lines.append("  }")
+            lines += [
+                "  api {",
+                "    processes [ relay ];",
+                "    neighbor-changes;",
+                "    receive { parsed; update; }",
+                "  }",
+            ]
+            if self._advertised:
+                lines.append("  static {")
+                lines += [f"    {self._route_command(r)};" for r in self._advertised.values()]
+                lines.append("  }")
+            lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> None:
+        exabgp = require_binary("exabgp")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.fifo.exists():
+            os.mkfifo(self.fifo)
+        self.events.touch()
+        conf = self.dir / "exabgp.conf"
+        conf.write_text(self.render())
+        env = {
+            "exabgp.daemon.user": "root",
+            "exabgp.daemon.drop": "false",
+            "exabgp.daemon.daemonize": "false",
+            "exabgp.tcp.port": str(self.listen_port),
+            "exabgp.tcp.bind": " ".join(
+                n.local_address or self.own_address(ipv6=":" in n.address) for n in self.neighbors
+            ),
+            "exabgp.api.ack": "false",
+            "exabgp.api.cli": "false",
+            "exabgp.log.destination": "stdout",
+            "exabgp.log.level": "INFO",
+        }
+        self._proc = self.host.popen([exabgp, "server", str(conf)], name=f"exabgp-{self.asn}", env=env)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if not self._proc.alive():
+                raise LabError(f"exabgp exited: {self._proc.log_text()[-3000:]}")
+            if (self.dir / "relay.ready").exists():
+                return
+            time.sleep(0.1)
+        raise LabError(f"exabgp relay did not start: {self._proc.log_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.stop()
+            self._proc = None
+        (self.dir / "relay.ready").unlink(missing_ok=True)
+
+    def command(self, line: str) -> None:
+        """Send one API command to ExaBGP through the relay's FIFO."""
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError:  # ENXIO: the relay is between two opens of the FIFO
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+        try:
+            os.write(fd, (line.strip() + "\n").encode())
+        finally:
+            os.close(fd)
+
+    def advertise(self, routes: Sequence[Route]) -> None:
+        for route in routes:
+            self._advertised[route.prefix] = route
+            self.command(f"announce {self._route_command(route)}")
+
+    def withdraw(self, prefixes: Sequence[str]) -> None:
+        for prefix in prefixes:
+            self._advertised.pop(prefix, None)
+            self.command(f"withdraw route {prefix}")
+
+    def _messages(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.events.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def session_state(self, neighbor_address: str) -> str:
+        state = "Idle"
+        for message in self._messages():
+            neighbor = message.get("neighbor", {})
+            if neighbor.get("address", {}).get("peer") != neighbor_address:
+                continue
+            if message.get("type") == "state":
+                state = _STATE.get(str(neighbor.get("state")), state)
+            elif message.get("type") == "update":
+                state = "Established"
+        return state
+
+    def received_routes(self) -> dict[str, RouteView]:
+        by_peer: dict[str, dict[str, RouteView]] = {}
+        for message in self._messages():
+            neighbor = message.get("neighbor", {})
+            peer = str(neighbor.get("address", {}).get("peer"))
+            routes = by_peer.setdefault(peer, {})
+            if message.get("type") == "state" and neighbor.get("state") == "down":
+                routes.clear()
+                continue
+            if message.get("type") != "update":
+                continue
+            update = neighbor.get("message", {}).get("update", {})
+            attrs = update.get("attribute", {})
+            for family, by_hop in (update.get("announce") or {}).items():
+                if not family.endswith("unicast"):
+                    continue
+                for next_hop, nlris in by_hop.items():
+                    for nlri in nlris:
+                        prefix = nlri["nlri"] if isinstance(nlri, dict) else str(nlri)
+                        routes[prefix] = _route_view(prefix, next_hop, attrs)
+            for family, nlris in (update.get("withdraw") or {}).items():
+                if not family.endswith("unicast"):
+                    continue
+                for nlri in nlris:
+                    prefix = nlri["nlri"] if isinstance(nlri, dict) else str(nlri)
+                    routes.pop(prefix, None)
+        merged: dict[str, RouteView] = {}
+        for routes in by_peer.values():
+            merged.update(routes)
+        return merged
+
+
+def _route_view(prefix: str, next_hop: str, attrs: dict[str, Any]) -> RouteView:
+    as_path = attrs.get("as-path", [])
+    if isinstance(as_path, dict):  # segment form {"0": {"element": "as-sequence", "value": [...]}}
+        flat: list[int] = []
+        for seg in as_path.values():
+            flat += [int(a) for a in seg.get("value", [])]
+        as_path = flat
+    communities = tuple(f"{a}:{b}" for a, b in attrs.get("community", []))
+    large = tuple(f"{a}:{b}:{c}" for a, b, c in attrs.get("large-community", []))
+    return RouteView(
+        prefix=prefix,
+        next_hop=next_hop,
+        as_path=tuple(int(a) for a in as_path),
+        med=attrs.get("med"),
+        local_pref=attrs.get("local-preference"),
+        communities=communities,
+        large_communities=large,
+    )
