@@ -42,8 +42,9 @@ k8s_ldflags() {
 # paths): the wrapper module in tools/go/k8s requires it and pins every k8s.io staging module.
 build_k8s() { # cmd
   local src="$repo/tools/go/k8s"
-  (cd "$src" && ./gen-go-mod.sh "$K8S_VERSION" >/dev/null &&
-     go build -trimpath -ldflags "$(k8s_ldflags)" -o "$store/$1-v$K8S_VERSION" "k8s.io/kubernetes/cmd/$1")
+  # go.mod/go.sum are committed; regenerate them only when K8S_VERSION changes.
+  grep -q "k8s.io/kubernetes v$K8S_VERSION\$" "$src/go.mod" 2>/dev/null || (cd "$src" && ./gen-go-mod.sh "$K8S_VERSION")
+  (cd "$src" && go build -trimpath -ldflags "$(k8s_ldflags)" -o "$store/$1-v$K8S_VERSION" "k8s.io/kubernetes/cmd/$1")
 }
 
 build_etcd() {
