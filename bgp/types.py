@@ -142,7 +142,7 @@ GRACEFUL_SHUTDOWN = 0xFFFF0000
 
 @dataclass(frozen=True, slots=True)
 class UnknownAttribute:
-    """An attribute we do not interpret, kept verbatim (optional transitive ones are passed on, Partial set)."""
+    """An attribute we do not interpret, kept verbatim (optional transitive ones pass on, Partial set)."""
 
     flags: int
     type_code: int

@@ -72,7 +72,7 @@ def test_persist_window_keeps_unreadvertised_routes_until_it_ends() -> None:
     assert fib.handle_timer(now=159.9) == {}
     assert fib.handle_timer(now=160.0) == {SVC: None}
     assert fib.entries() == {VIP: (B,)}
-    assert fib.state is PersistState.LIVE
+    assert fib.state.value == PersistState.LIVE.value
     assert fib.next_deadline() is None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any, cast
 
 import pytest
 
@@ -42,7 +43,9 @@ spec: {size: 3}
 
 
 def _wait_crd(server: ApiServer) -> None:
-    server.kubectl("wait", "--for=condition=Established", "crd/widgets.smoke.routeserver.dev", "--timeout=30s")
+    server.kubectl(
+        "wait", "--for=condition=Established", "crd/widgets.smoke.routeserver.dev", "--timeout=30s"
+    )
 
 
 def test_server_reports_its_real_version(apiserver: ApiServer) -> None:
@@ -60,7 +63,7 @@ def test_crd_and_custom_resource_round_trip(apiserver: ApiServer) -> None:
     from kubernetes import client
 
     api = client.CustomObjectsApi(apiserver.client())
-    obj = api.get_cluster_custom_object("smoke.routeserver.dev", "v1", "widgets", "w1")
+    obj = cast("dict[str, Any]", api.get_cluster_custom_object("smoke.routeserver.dev", "v1", "widgets", "w1"))
     assert obj["spec"]["size"] == 3
     bad = apiserver.kubectl("apply", "-f", "-", input=WIDGET.replace("size: 3", "size: 0"), check=False)
     assert bad.returncode != 0 and "spec.size" in bad.stderr
@@ -111,17 +114,35 @@ def test_helm_renders_and_installs_a_chart(apiserver: ApiServer, tmp_path: os.Pa
     from tests.support.prereq import require_binary
 
     helm = require_binary("helm")
-    env = {**os.environ, "HELM_CACHE_HOME": f"{tmp_path}/cache", "HELM_CONFIG_HOME": f"{tmp_path}/config",
-           "HELM_DATA_HOME": f"{tmp_path}/data", "KUBECONFIG": str(apiserver.kubeconfig)}
+    env = {
+        **os.environ,
+        "HELM_CACHE_HOME": f"{tmp_path}/cache",
+        "HELM_CONFIG_HOME": f"{tmp_path}/config",
+        "HELM_DATA_HOME": f"{tmp_path}/data",
+        "KUBECONFIG": str(apiserver.kubeconfig),
+    }
     chart = f"{tmp_path}/smoke"
     subprocess.run([helm, "create", chart], check=True, capture_output=True, env=env, timeout=60)
-    rendered = subprocess.run([helm, "template", "smoke", chart], check=True, capture_output=True, text=True,
-                              env=env, timeout=60).stdout
+    rendered = subprocess.run(
+        [helm, "template", "smoke", chart], check=True, capture_output=True, text=True, env=env, timeout=60
+    ).stdout
     assert "kind: Deployment" in rendered
     apiserver.apply("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: helm-smoke\n")
-    installed = subprocess.run([helm, "install", "smoke", chart, "-n", "helm-smoke", "--set", "serviceAccount.create=false"],
-                               capture_output=True, text=True, env=env, timeout=120)
+    installed = subprocess.run(
+        [helm, "install", "smoke", chart, "-n", "helm-smoke", "--set", "serviceAccount.create=false"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert installed.returncode == 0, installed.stderr
-    listed = subprocess.run([helm, "list", "-n", "helm-smoke", "-o", "json"], check=True, capture_output=True,
-                            text=True, env=env, timeout=60).stdout
+    listed = subprocess.run(
+        [helm, "list", "-n", "helm-smoke", "-o", "json"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    ).stdout
     assert json.loads(listed)[0]["status"] == "deployed"

@@ -21,16 +21,25 @@ def _pair(lab: Lab, transport: str, **neighbor: object) -> tuple[FrrDaemon, Bird
     lab.link(a, b, ["10.0.0.1/24", "2001:db8::1/64"], ["10.0.0.2/24", "2001:db8::2/64"])
     frr_addr, bird_addr = ("10.0.0.1", "10.0.0.2") if transport == "ipv4" else ("2001:db8::1", "2001:db8::2")
     frr = FrrDaemon(
-        a, asn=65001, router_id="10.0.0.1",
+        a,
+        asn=65001,
+        router_id="10.0.0.1",
         neighbors=[Neighbor(bird_addr, 4200000002, **neighbor)],  # type: ignore[arg-type]
         routes=[
-            Route("203.0.113.10/32", med=50, communities=("65001:7",), as_path_prepend=2,
-                  large_communities=("65001:1:2",)),
+            Route(
+                "203.0.113.10/32",
+                med=50,
+                communities=("65001:7",),
+                as_path_prepend=2,
+                large_communities=("65001:1:2",),
+            ),
             Route("2001:db8:100::/48", med=20),
         ],
     )
     bird = BirdDaemon(
-        b, asn=4200000002, router_id="10.0.0.2",
+        b,
+        asn=4200000002,
+        router_id="10.0.0.2",
         neighbors=[Neighbor(frr_addr, 65001, **neighbor)],  # type: ignore[arg-type]
         routes=[Route("198.51.100.0/25", med=30, communities=("64512:9",)), Route("2001:db8:200::/48")],
     )

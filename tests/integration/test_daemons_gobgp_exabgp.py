@@ -16,7 +16,13 @@ from tests.support.netns import Lab
 pytestmark = [pytest.mark.netns, pytest.mark.interop]
 
 ROUTES_A = [
-    Route("203.0.113.10/32", med=50, communities=("65001:7",), as_path_prepend=2, large_communities=("65001:1:2",)),
+    Route(
+        "203.0.113.10/32",
+        med=50,
+        communities=("65001:7",),
+        as_path_prepend=2,
+        large_communities=("65001:1:2",),
+    ),
     Route("2001:db8:100::/48", med=20),
 ]
 ROUTES_B = [Route("198.51.100.0/25", med=30, communities=("64512:9",)), Route("2001:db8:200::/48")]
@@ -39,10 +45,12 @@ def _wait_gone(daemon: RoutingDaemon, prefix: str, timeout: float = 10.0) -> Non
 def test_gobgp_and_exabgp_exchange_routes(lab: Lab, transport: str) -> None:
     a, b = _hosts(lab)
     addr_a, addr_b = ("10.0.0.1", "10.0.0.2") if transport == "ipv4" else ("2001:db8::1", "2001:db8::2")
-    gobgp = GobgpDaemon(a, asn=65001, router_id="10.0.0.1", neighbors=[Neighbor(addr_b, 4200000002)],
-                        routes=ROUTES_A)
-    exa = ExabgpDaemon(b, asn=4200000002, router_id="10.0.0.2", neighbors=[Neighbor(addr_a, 65001)],
-                       routes=ROUTES_B)
+    gobgp = GobgpDaemon(
+        a, asn=65001, router_id="10.0.0.1", neighbors=[Neighbor(addr_b, 4200000002)], routes=ROUTES_A
+    )
+    exa = ExabgpDaemon(
+        b, asn=4200000002, router_id="10.0.0.2", neighbors=[Neighbor(addr_a, 65001)], routes=ROUTES_B
+    )
     gobgp.start()
     exa.start()
     gobgp.wait_session(addr_b)
@@ -68,10 +76,12 @@ def test_gobgp_and_exabgp_exchange_routes(lab: Lab, transport: str) -> None:
 
 def test_gobgp_and_exabgp_with_tcp_md5(lab: Lab) -> None:
     a, b = _hosts(lab)
-    gobgp = GobgpDaemon(a, asn=65001, router_id="10.0.0.1",
-                        neighbors=[Neighbor("10.0.0.2", 65002, password="md5-secret")])
-    exa = ExabgpDaemon(b, asn=65002, router_id="10.0.0.2",
-                       neighbors=[Neighbor("10.0.0.1", 65001, password="md5-secret")])
+    gobgp = GobgpDaemon(
+        a, asn=65001, router_id="10.0.0.1", neighbors=[Neighbor("10.0.0.2", 65002, password="md5-secret")]
+    )
+    exa = ExabgpDaemon(
+        b, asn=65002, router_id="10.0.0.2", neighbors=[Neighbor("10.0.0.1", 65001, password="md5-secret")]
+    )
     gobgp.start()
     exa.start()
     gobgp.wait_session("10.0.0.2")
@@ -79,9 +89,12 @@ def test_gobgp_and_exabgp_with_tcp_md5(lab: Lab) -> None:
 
 def test_gobgp_with_frr(lab: Lab) -> None:
     a, b = _hosts(lab)
-    gobgp = GobgpDaemon(a, asn=65001, router_id="10.0.0.1", neighbors=[Neighbor("10.0.0.2", 65002)],
-                        routes=ROUTES_A)
-    frr = FrrDaemon(b, asn=65002, router_id="10.0.0.2", neighbors=[Neighbor("10.0.0.1", 65001)], routes=ROUTES_B)
+    gobgp = GobgpDaemon(
+        a, asn=65001, router_id="10.0.0.1", neighbors=[Neighbor("10.0.0.2", 65002)], routes=ROUTES_A
+    )
+    frr = FrrDaemon(
+        b, asn=65002, router_id="10.0.0.2", neighbors=[Neighbor("10.0.0.1", 65001)], routes=ROUTES_B
+    )
     gobgp.start()
     frr.start()
     frr.wait_session("10.0.0.1")
@@ -91,9 +104,12 @@ def test_gobgp_with_frr(lab: Lab) -> None:
 
 def test_exabgp_with_bird(lab: Lab) -> None:
     a, b = _hosts(lab)
-    exa = ExabgpDaemon(a, asn=65001, router_id="10.0.0.1", neighbors=[Neighbor("10.0.0.2", 65002)],
-                       routes=ROUTES_A)
-    bird = BirdDaemon(b, asn=65002, router_id="10.0.0.2", neighbors=[Neighbor("10.0.0.1", 65001)], routes=ROUTES_B)
+    exa = ExabgpDaemon(
+        a, asn=65001, router_id="10.0.0.1", neighbors=[Neighbor("10.0.0.2", 65002)], routes=ROUTES_A
+    )
+    bird = BirdDaemon(
+        b, asn=65002, router_id="10.0.0.2", neighbors=[Neighbor("10.0.0.1", 65001)], routes=ROUTES_B
+    )
     exa.start()
     bird.start()
     bird.wait_session("10.0.0.1")

@@ -7,18 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.netns import Lab, LabError, check_address, wait_until
+from tests.support.netns import Host, Lab, LabError, check_address, wait_until
 
 pytestmark = pytest.mark.netns
 
 
 def _root_snapshot() -> tuple[str, str]:
     links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True, check=True).stdout
-    routes = subprocess.run(["ip", "route", "show", "table", "all"], capture_output=True, text=True, check=True).stdout
+    routes = subprocess.run(
+        ["ip", "route", "show", "table", "all"], capture_output=True, text=True, check=True
+    ).stdout
     return links, routes
 
 
-def _ping(host, address: str) -> bool:  # type: ignore[no-untyped-def]
+def _ping(host: Host, address: str) -> bool:
     return host.run("ping", "-c", "1", "-W", "1", address, check=False, timeout=5).returncode == 0
 
 

@@ -20,7 +20,7 @@ from tests.support.prereq import REPO_ROOT, require_binary, require_root
 
 pytestmark = pytest.mark.netns
 
-CHILD = '''
+CHILD = """
 import json, os, time
 from tests.support.netns import Lab
 from tests.support.daemons.bird import BirdDaemon
@@ -41,7 +41,7 @@ def test_child():
         if os.environ["KRS_CHILD_MODE"] == "fail":
             assert False, "deliberate failure"
         time.sleep(600)
-'''
+"""
 
 
 def _netns_names() -> str:
@@ -54,10 +54,19 @@ def _run_child(tmp_path: Path, mode: str) -> dict[str, object]:
     test_file = tmp_path / "test_child_lab.py"
     test_file.write_text(CHILD)
     report = tmp_path / "report.json"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "KRS_CHILD_REPORT": str(report), "KRS_CHILD_MODE": mode}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "KRS_CHILD_REPORT": str(report),
+        "KRS_CHILD_MODE": mode,
+    }
     child = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         if mode == "kill":

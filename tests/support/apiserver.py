@@ -83,11 +83,27 @@ class ApiServer:
     def _pki(self) -> None:
         pki = self.dir / "pki"
         pki.mkdir()
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-                 "-days", "2", "-subj", "/CN=krs-test-ca", cwd=pki)
+        _openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=krs-test-ca",
+            cwd=pki,
+        )
         ext = pki / "server.ext"
-        ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n"
-                       "extendedKeyUsage=serverAuth\n")
+        ext.write_text(
+            "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n"
+            "extendedKeyUsage=serverAuth\n"
+        )
         self._leaf("server", "/CN=kube-apiserver", ext)
         client_ext = pki / "client.ext"
         client_ext.write_text("extendedKeyUsage=clientAuth\n")
@@ -97,20 +113,57 @@ class ApiServer:
 
     def _leaf(self, name: str, subject: str, ext: Path) -> None:
         pki = self.dir / "pki"
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                 "-subj", subject, cwd=pki)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", f"{name}.crt", "-days", "2", "-extfile", str(ext), cwd=pki)
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            subject,
+            cwd=pki,
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "2",
+            "-extfile",
+            str(ext),
+            cwd=pki,
+        )
 
     def _write_kubeconfig(self, path: Path, user: dict[str, str]) -> Path:
         pki = self.dir / "pki"
         lines = [
-            "apiVersion: v1", "kind: Config",
-            "clusters:", "- name: test", "  cluster:", f"    server: {self.url}",
+            "apiVersion: v1",
+            "kind: Config",
+            "clusters:",
+            "- name: test",
+            "  cluster:",
+            f"    server: {self.url}",
             f"    certificate-authority: {pki / 'ca.crt'}",
-            "users:", "- name: user", "  user:",
+            "users:",
+            "- name: user",
+            "  user:",
             *[f"    {k}: {v}" for k, v in user.items()],
-            "contexts:", "- name: test", "  context:", "    cluster: test", "    user: user",
+            "contexts:",
+            "- name: test",
+            "  context:",
+            "    cluster: test",
+            "    user: user",
             "current-context: test",
         ]
         path.write_text("\n".join(lines) + "\n")
@@ -121,32 +174,60 @@ class ApiServer:
         self._pki()
         pki = self.dir / "pki"
         client, peer = free_port(), free_port()
-        self._etcd = _Proc([
-            self.etcd_bin, "--name", "krs", "--data-dir", str(self.dir / "etcd"),
-            "--listen-client-urls", f"http://127.0.0.1:{client}", "--advertise-client-urls", f"http://127.0.0.1:{client}",
-            "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-            "--initial-cluster", f"krs=http://127.0.0.1:{peer}", "--log-level", "warn", "--unsafe-no-fsync",
-            "--listen-metrics-urls", f"http://127.0.0.1:{free_port()}",
-        ], self.dir / "etcd.log")
-        self._apiserver = _Proc([
-            self.apiserver_bin,
-            f"--etcd-servers=http://127.0.0.1:{client}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.port}",
-            f"--tls-cert-file={pki / 'server.crt'}", f"--tls-private-key-file={pki / 'server.key'}",
-            f"--client-ca-file={pki / 'ca.crt'}",
-            "--authorization-mode=RBAC",
-            f"--service-account-key-file={pki / 'sa.pub'}",
-            f"--service-account-signing-key-file={pki / 'sa.key'}",
-            "--service-account-issuer=https://kubernetes.default.svc",
-            "--service-cluster-ip-range=10.96.0.0/24",
-            "--endpoint-reconciler-type=none",
-            f"--cert-dir={self.dir / 'certs'}",
-            "--enable-priority-and-fairness=false",
-            "--v=0",
-        ], self.dir / "kube-apiserver.log")
-        self._write_kubeconfig(self.kubeconfig, {
-            "client-certificate": str(pki / "admin.crt"), "client-key": str(pki / "admin.key"),
-        })
+        self._etcd = _Proc(
+            [
+                self.etcd_bin,
+                "--name",
+                "krs",
+                "--data-dir",
+                str(self.dir / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{client}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{client}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer}",
+                "--initial-cluster",
+                f"krs=http://127.0.0.1:{peer}",
+                "--log-level",
+                "warn",
+                "--unsafe-no-fsync",
+                "--listen-metrics-urls",
+                f"http://127.0.0.1:{free_port()}",
+            ],
+            self.dir / "etcd.log",
+        )
+        self._apiserver = _Proc(
+            [
+                self.apiserver_bin,
+                f"--etcd-servers=http://127.0.0.1:{client}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.port}",
+                f"--tls-cert-file={pki / 'server.crt'}",
+                f"--tls-private-key-file={pki / 'server.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                "--authorization-mode=RBAC",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                "--service-cluster-ip-range=10.96.0.0/24",
+                "--endpoint-reconciler-type=none",
+                f"--cert-dir={self.dir / 'certs'}",
+                "--enable-priority-and-fairness=false",
+                "--v=0",
+            ],
+            self.dir / "kube-apiserver.log",
+        )
+        self._write_kubeconfig(
+            self.kubeconfig,
+            {
+                "client-certificate": str(pki / "admin.crt"),
+                "client-key": str(pki / "admin.key"),
+            },
+        )
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 90.0) -> None:
@@ -166,11 +247,19 @@ class ApiServer:
     # -- use ------------------------------------------------------------------------------------
 
     def kubectl(
-        self, *args: str, kubeconfig: Path | None = None, input: str | None = None, check: bool = True  # noqa: A002
+        self,
+        *args: str,
+        kubeconfig: Path | None = None,
+        input: str | None = None,
+        check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [self.kubectl_bin, f"--kubeconfig={kubeconfig or self.kubeconfig}", *args],
-            capture_output=True, text=True, input=input, timeout=60, check=False,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=60,
+            check=False,
         )
         if check and result.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
@@ -181,12 +270,15 @@ class ApiServer:
 
     def create_service_account(self, namespace: str, name: str) -> None:
         self.apply(f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n")
-        self.apply(f"apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {namespace}\n")
+        self.apply(
+            f"apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n  namespace: {namespace}\n"
+        )
 
     def token_for(self, namespace: str, service_account: str, expiration_seconds: int = 3600) -> str:
         """A real bound token from the TokenRequest API."""
-        result = self.kubectl("create", "token", service_account, "-n", namespace,
-                              f"--duration={expiration_seconds}s")
+        result = self.kubectl(
+            "create", "token", service_account, "-n", namespace, f"--duration={expiration_seconds}s"
+        )
         return result.stdout.strip()
 
     def kubeconfig_for_token(self, token: str, name: str = "sa") -> Path:
@@ -196,7 +288,7 @@ class ApiServer:
         """A kubernetes.client.ApiClient for this server."""
         from kubernetes import config
 
-        return config.new_client_from_config(config_file=str(kubeconfig or self.kubeconfig))
+        return config.new_client_from_config(config_file=str(kubeconfig or self.kubeconfig))  # type: ignore[no-untyped-call]
 
     def pids(self) -> list[int]:
         return [p.popen.pid for p in (self._etcd, self._apiserver) if p is not None]

@@ -46,7 +46,12 @@ class LabError(Exception):
 def check_address(cidr: str) -> str:
     """Refuse any address outside the test ranges."""
     iface = ip_interface(cidr)
-    if not any(iface.network.subnet_of(net) for net in ALLOWED_NETWORKS if net.version == iface.version):
+    network = iface.network
+    inside = any(
+        network.version == net.version and network.subnet_of(net)  # type: ignore[arg-type]
+        for net in ALLOWED_NETWORKS
+    )
+    if not inside:
         raise LabError(f"{cidr} is outside the lab ranges {', '.join(str(n) for n in ALLOWED_NETWORKS)}")
     return str(iface)
 
@@ -149,7 +154,7 @@ class Host:
         check: bool = True,
         timeout: float = 15.0,
         user: str | None = None,
-        input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a command inside the namespace and wait for it."""
         proc = subprocess.run(
@@ -326,9 +331,9 @@ class Lab:
             for pid in _pids_in_netns(host.netns):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            proc = _ip("netns", "del", host.netns, check=False)
-            if proc.returncode != 0 and "No such file" not in proc.stderr:
-                errors.append(f"netns del {host.netns}: {proc.stderr.strip()}")
+            deleted = _ip("netns", "del", host.netns, check=False)
+            if deleted.returncode != 0 and "No such file" not in deleted.stderr:
+                errors.append(f"netns del {host.netns}: {deleted.stderr.strip()}")
         if os.environ.get("KRS_KEEP_LAB") != "1":
             shutil.rmtree(self.workdir, ignore_errors=True)
         with _LIVE_LOCK:

@@ -165,7 +165,9 @@ class RoutingDaemon(abc.ABC):
             if last == state:
                 return
             time.sleep(0.1)
-        raise AssertionError(f"{self.kind} session to {neighbor_address}: {last}, wanted {state} after {timeout}s")
+        raise AssertionError(
+            f"{self.kind} session to {neighbor_address}: {last}, wanted {state} after {timeout}s"
+        )
 
     def wait_routes(self, prefixes: Sequence[str], timeout: float = 30.0) -> dict[str, RouteView]:
         """Poll until every prefix is in received_routes(); return them."""

@@ -25,8 +25,16 @@ _BIRD_AUTH = {
     "sha1": "keyed sha1",
     "meticulous-sha1": "meticulous keyed sha1",
 }
-_STATES = {"Idle": "Idle", "Connect": "Connect", "Active": "Active", "OpenSent": "OpenSent",
-           "OpenConfirm": "OpenConfirm", "Established": "Established", "Close": "Idle", "Down": "Idle"}
+_STATES = {
+    "Idle": "Idle",
+    "Connect": "Connect",
+    "Active": "Active",
+    "OpenSent": "OpenSent",
+    "OpenConfirm": "OpenConfirm",
+    "Established": "Established",
+    "Close": "Idle",
+    "Down": "Idle",
+}
 
 
 def _community(text: str) -> str:
@@ -79,9 +87,11 @@ class BirdDaemon(RoutingDaemon):
             "protocol device { scan time 10; }",
             "protocol direct { ipv4; ipv6; }",
             "protocol kernel kern4 { ipv4 { import none; export "
-            + ("where source = RTS_BGP" if self.kernel_export else "none") + "; }; learn off; }",
+            + ("where source = RTS_BGP" if self.kernel_export else "none")
+            + "; }; learn off; }",
             "protocol kernel kern6 { ipv6 { import none; export "
-            + ("where source = RTS_BGP" if self.kernel_export else "none") + "; }; learn off; }",
+            + ("where source = RTS_BGP" if self.kernel_export else "none")
+            + "; }; learn off; }",
         ]
         v4 = [r for r in self._advertised if ":" not in r]
         v6 = [r for r in self._advertised if ":" in r]
@@ -235,8 +245,10 @@ class BirdDaemon(RoutingDaemon):
         sessions: dict[str, BfdView] = {}
         for line in out.splitlines():
             fields = line.split()
-            if len(fields) >= 6 and (":" in fields[0] or fields[0].count(".") == 3) and fields[2] in (
-                "Up", "Down", "Init", "AdminDown"
+            if (
+                len(fields) >= 6
+                and (":" in fields[0] or fields[0].count(".") == 3)
+                and fields[2] in ("Up", "Down", "Init", "AdminDown")
             ):
                 interval = float(fields[-2]) if re.match(r"^[\d.]+$", fields[-2]) else None
                 timeout = float(fields[-1]) if re.match(r"^[\d.]+$", fields[-1]) else None

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemons.base import Neighbor, Route, RouteView, RoutingDaemon
+from tests.support.daemons.base import Route, RouteView, RoutingDaemon
 from tests.support.netns import Host, LabError, ManagedProcess
 from tests.support.prereq import require_binary
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemons.base import BfdView, Neighbor, Route, RouteView, RoutingDaemon
+from tests.support.daemons.base import BfdView, Route, RouteView, RoutingDaemon
 from tests.support.netns import Host, LabError, ManagedProcess
 from tests.support.prereq import missing
 
@@ -154,9 +154,23 @@ class FrrDaemon(RoutingDaemon):
         zserv = self.dir / "zserv.api"
         for daemon in DAEMONS:
             argv = [
-                str(FRR_DIR / daemon), "-f", str(self.dir / f"{daemon}.conf"), "-i", str(self.dir / f"{daemon}.pid"),
-                "-z", str(zserv), "--vty_socket", str(self.dir), "-u", "frr", "-g", "frr", "-P", "0",
-                "--log", f"file:{self.dir}/{daemon}.out",
+                str(FRR_DIR / daemon),
+                "-f",
+                str(self.dir / f"{daemon}.conf"),
+                "-i",
+                str(self.dir / f"{daemon}.pid"),
+                "-z",
+                str(zserv),
+                "--vty_socket",
+                str(self.dir),
+                "-u",
+                "frr",
+                "-g",
+                "frr",
+                "-P",
+                "0",
+                "--log",
+                f"file:{self.dir}/{daemon}.out",
             ]
             if daemon == "bgpd":
                 argv += ["-p", str(self.listen_port)]
@@ -164,7 +178,7 @@ class FrrDaemon(RoutingDaemon):
                 argv += ["--bfdctl", str(self.dir / "bfdd.sock")]
             self._procs.append(self.host.popen(argv, name=f"frr-{daemon}-{self.asn}"))
             if daemon == "zebra":
-                self._wait_for(lambda: zserv.exists(), "zebra's zserv socket")
+                self._wait_for(zserv.exists, "zebra's zserv socket")
         self._wait_for(self._bgpd_answers, "bgpd to answer vtysh")
 
     def _wait_for(self, predicate: Any, what: str, timeout: float = 20.0) -> None:
@@ -179,7 +193,7 @@ class FrrDaemon(RoutingDaemon):
         raise LabError(f"FRR: timed out waiting for {what}")
 
     def _bgpd_answers(self) -> bool:
-        return self.vtysh("show bgp summary json", check=False).returncode == 0
+        return bool(self.vtysh("show bgp summary json", check=False).returncode == 0)
 
     def stop(self) -> None:
         for proc in reversed(self._procs):
@@ -228,13 +242,17 @@ class FrrDaemon(RoutingDaemon):
         lines = [f"router bgp {self.asn}"]
         for prefix in prefixes:
             self._advertised.pop(prefix, None)
-            lines += [f" address-family {_family(prefix)} unicast", f"  no network {prefix}", " exit-address-family"]
+            lines += [
+                f" address-family {_family(prefix)} unicast",
+                f"  no network {prefix}",
+                " exit-address-family",
+            ]
         self.configure(lines)
 
     def session_state(self, neighbor_address: str) -> str:
         data = self.vtysh_json(f"show bgp neighbors {neighbor_address} json")
         state = data.get(neighbor_address, {}).get("bgpState", "Idle")
-        return _BGP_STATE.get(state, state)
+        return str(_BGP_STATE.get(state, state))
 
     def received_routes(self) -> dict[str, RouteView]:
         routes: dict[str, RouteView] = {}
@@ -283,8 +301,14 @@ def _route_view(prefix: str, path: dict[str, Any]) -> RouteView | None:
     as_path = tuple(int(x) for x in as_string.replace("{", " ").replace("}", " ").split() if x.isdigit())
     hops = [h for h in path.get("nexthops") or [] if h.get("scope", "global") == "global"]
     next_hop = hops[0].get("ip") if hops else None
-    communities = path.get("community", {}).get("string", "") if isinstance(path.get("community"), dict) else ""
-    large = path.get("largeCommunity", {}).get("string", "") if isinstance(path.get("largeCommunity"), dict) else ""
+    communities = (
+        path.get("community", {}).get("string", "") if isinstance(path.get("community"), dict) else ""
+    )
+    large = (
+        path.get("largeCommunity", {}).get("string", "")
+        if isinstance(path.get("largeCommunity"), dict)
+        else ""
+    )
     return RouteView(
         prefix=prefix,
         next_hop=next_hop,

@@ -12,14 +12,23 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from tests.support.daemons.base import Neighbor, Route, RouteView, RoutingDaemon
+from tests.support.daemons.base import Route, RouteView, RoutingDaemon
 from tests.support.netns import Host, LabError, ManagedProcess
 from tests.support.prereq import require_binary
 
 _STATES = {
-    "idle": "Idle", "connect": "Connect", "active": "Active", "opensent": "OpenSent",
-    "openconfirm": "OpenConfirm", "established": "Established",
-    "1": "Idle", "2": "Connect", "3": "Active", "4": "OpenSent", "5": "OpenConfirm", "6": "Established",
+    "idle": "Idle",
+    "connect": "Connect",
+    "active": "Active",
+    "opensent": "OpenSent",
+    "openconfirm": "OpenConfirm",
+    "established": "Established",
+    "1": "Idle",
+    "2": "Connect",
+    "3": "Active",
+    "4": "OpenSent",
+    "5": "OpenConfirm",
+    "6": "Established",
 }
 _API_PORT = 50051
 
@@ -61,13 +70,23 @@ class GobgpDaemon(RoutingDaemon):
                 f"    connect-retry = {n.connect_retry}",
             ]
             if n.multihop_ttl:
-                lines += ["  [neighbors.ebgp-multihop.config]", "    enabled = true",
-                          f"    multihop-ttl = {n.multihop_ttl}"]
+                lines += [
+                    "  [neighbors.ebgp-multihop.config]",
+                    "    enabled = true",
+                    f"    multihop-ttl = {n.multihop_ttl}",
+                ]
             if n.graceful_restart:
-                lines += ["  [neighbors.graceful-restart.config]", "    enabled = true", "    restart-time = 120"]
+                lines += [
+                    "  [neighbors.graceful-restart.config]",
+                    "    enabled = true",
+                    "    restart-time = 120",
+                ]
             for family in n.families:
-                lines += ["  [[neighbors.afi-safis]]", "    [neighbors.afi-safis.config]",
-                          f'      afi-safi-name = "{family}-unicast"']
+                lines += [
+                    "  [[neighbors.afi-safis]]",
+                    "    [neighbors.afi-safis.config]",
+                    f'      afi-safi-name = "{family}-unicast"',
+                ]
                 if n.graceful_restart:
                     lines += ["    [neighbors.afi-safis.mp-graceful-restart.config]", "      enabled = true"]
         return "\n".join(lines) + "\n"
@@ -78,8 +97,18 @@ class GobgpDaemon(RoutingDaemon):
         self.dir.mkdir(parents=True, exist_ok=True)
         conf = self.dir / "gobgpd.toml"
         conf.write_text(self.render())
-        argv = [gobgpd, "-f", str(conf), "-t", "toml", "--api-hosts", f"127.0.0.1:{_API_PORT}",
-                "--pprof-disable", "-l", "info"]
+        argv = [
+            gobgpd,
+            "-f",
+            str(conf),
+            "-t",
+            "toml",
+            "--api-hosts",
+            f"127.0.0.1:{_API_PORT}",
+            "--pprof-disable",
+            "-l",
+            "info",
+        ]
         self._proc = self.host.popen(argv, name=f"gobgpd-{self.asn}")
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
