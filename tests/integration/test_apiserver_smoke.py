@@ -63,7 +63,8 @@ def test_crd_and_custom_resource_round_trip(apiserver: ApiServer) -> None:
     from kubernetes import client
 
     api = client.CustomObjectsApi(apiserver.client())
-    obj = cast("dict[str, Any]", api.get_cluster_custom_object("smoke.routeserver.dev", "v1", "widgets", "w1"))
+    raw = api.get_cluster_custom_object("smoke.routeserver.dev", "v1", "widgets", "w1")
+    obj = cast("dict[str, Any]", raw)
     assert obj["spec"]["size"] == 3
     bad = apiserver.kubectl("apply", "-f", "-", input=WIDGET.replace("size: 3", "size: 0"), check=False)
     assert bad.returncode != 0 and "spec.size" in bad.stderr
