@@ -171,3 +171,39 @@ class PathAttributes:
     originator_id: IPv4Address | None = None
     cluster_list: tuple[IPv4Address, ...] = ()
     unknown: tuple[UnknownAttribute, ...] = ()
+
+
+# -- Compact prefix keys ------------------------------------------------------------------------
+#
+# The RIB holds up to millions of prefixes; an ipaddress network object costs ~200 bytes and ~1 µs
+# to build. Internally a prefix is one int: (address << 8) | length, with bit 136 set for IPv6.
+# Ints hash fast, sort by family then address, and cost ~32 bytes. Convert at the edges.
+
+PrefixKey = int
+_V6_FLAG = 1 << 136
+
+
+def prefix_key(prefix: Prefix) -> PrefixKey:
+    """The compact key of an ipaddress network."""
+    key = (int(prefix.network_address) << 8) | prefix.prefixlen
+    return key | _V6_FLAG if prefix.version == 6 else key
+
+
+def key_is_ipv6(key: PrefixKey) -> bool:
+    return key >= _V6_FLAG
+
+
+def key_family(key: PrefixKey) -> Family:
+    return IPV6_UNICAST if key >= _V6_FLAG else IPV4_UNICAST
+
+
+def key_to_prefix(key: PrefixKey) -> Prefix:
+    """The ipaddress network of a compact key."""
+    length = key & 0xFF
+    if key >= _V6_FLAG:
+        return IPv6Network(((key ^ _V6_FLAG) >> 8, length))
+    return IPv4Network((key >> 8, length))
+
+
+def key_str(key: PrefixKey) -> str:
+    return str(key_to_prefix(key))
