@@ -10,8 +10,10 @@ runtime advertise/withdraw rewrite the config and run `birdc configure` (session
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tests.support.daemons.base import BfdView, Neighbor, Route, RouteView, RoutingDaemon
@@ -41,6 +43,23 @@ def _community(text: str) -> str:
     return "(" + text.replace(":", ",") + ")"
 
 
+# BIRD's wording of the NOTIFICATIONs the interop tests provoke (RFC 4271 §4.5, RFC 4486).
+BIRD_NOTIFICATIONS: dict[tuple[int, int], str] = {
+    (2, 2): "Bad peer AS",
+    (4, 0): "Hold timer expired",
+    (6, 1): "Maximum number of prefixes reached",
+    (6, 5): "Connection rejected",
+}
+_BIRD_NOTIFICATION_CODES = {text: code for code, text in BIRD_NOTIFICATIONS.items()}
+
+
+@dataclass(frozen=True)
+class BirdNeighbor(Neighbor):
+    """A neighbour with BIRD-only options."""
+
+    as4: bool = True  # False: `enable as4 off`, no 4-octet AS capability (2-octet AS_PATH, RFC 6793)
+
+
 class BirdDaemon(RoutingDaemon):
     kind = "bird"
 
@@ -52,6 +71,7 @@ class BirdDaemon(RoutingDaemon):
         self._proc: ManagedProcess | None = None
         self._advertised: dict[str, Route] = {r.prefix: r for r in self.routes}
         self.kernel_export = False
+        self._recovery = False  # the next start is a graceful restart recovery (`bird -R`)
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -162,6 +182,8 @@ class BirdDaemon(RoutingDaemon):
             lines.append("  graceful restart on;")
         if n.bfd is not None:
             lines.append("  bfd on;")
+        if isinstance(n, BirdNeighbor) and not n.as4:
+            lines.append("  enable as4 off;")
         ipv4_transport = ":" not in n.address
         for family in ("ipv4", "ipv6"):
             if family not in n.families:
@@ -187,6 +209,9 @@ class BirdDaemon(RoutingDaemon):
         self.dir.mkdir(parents=True, exist_ok=True)
         self.conf.write_text(self.render())
         argv = [bird, "-f", "-c", str(self.conf), "-s", str(self.ctl), "-P", str(self.dir / "bird.pid")]
+        if self._recovery:
+            argv.append("-R")
+            self._recovery = False
         self._proc = self.host.popen(argv, name=f"bird-{self.asn}")
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -202,6 +227,121 @@ class BirdDaemon(RoutingDaemon):
             self._proc.stop()
             self._proc = None
         self.ctl.unlink(missing_ok=True)
+
+    def restart(self) -> None:
+        """Stop and start again; with graceful restart configured, a graceful restart (RFC 4724 §4.1)."""
+        if self._proc is not None and any(n.graceful_restart for n in self.neighbors):
+            self.graceful_restart()
+            return
+        self.stop()
+        self.start()
+
+    def graceful_restart(self, routes: Sequence[Route] | None = None) -> None:
+        """`birdc graceful restart` (BIRD closes its sessions without a NOTIFICATION and exits), then
+        `bird -R`: recovery mode, so its new OPEN has the Restart and Forwarding State bits set and it
+        sends End-of-RIB after its table. `routes`: originate these instead of the current set."""
+        assert self._proc is not None
+        self.birdc("graceful restart", check=False)
+        try:
+            self._proc.wait(timeout=10)
+        finally:
+            self.stop()
+        if routes is not None:
+            self._advertised = {r.prefix: r for r in routes}
+        self._recovery = True
+        self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP: BIRD freezes with its TCP connections open (the neighbour's hold timer must fire)."""
+        assert self._proc is not None
+        self._proc.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.signal(signal.SIGCONT)
+
+    def set_password(self, neighbor_address: str, password: str | None) -> None:
+        """Change a neighbour's TCP-MD5 key and apply it with `birdc configure`."""
+        self.neighbors = [
+            replace(n, password=password) if n.address == neighbor_address else n for n in self.neighbors
+        ]
+        self.reconfigure()
+
+    def reload_in(self, neighbor_address: str) -> None:
+        """`birdc reload in`: BIRD asks the neighbour for its routes again (ROUTE-REFRESH, RFC 2918)."""
+        out = self.birdc(f"reload in {self._protocol_name(neighbor_address)}").stdout
+        if "reload" not in out.lower():
+            raise LabError(f"birdc reload in: {out}")
+
+    def protocol_text(self, neighbor_address: str) -> str:
+        """`birdc show protocols all` for the neighbour's BGP protocol, as BIRD prints it."""
+        return str(
+            self.birdc(f"show protocols all {self._protocol_name(neighbor_address)}", check=False).stdout
+        )
+
+    def last_error(self, neighbor_address: str) -> str | None:
+        """BIRD's "Last error" of the session, e.g. "Received: Bad peer AS" or "Hold timer expired"."""
+        match = re.search(r"Last error:\s+(.+)", self.protocol_text(neighbor_address))
+        return match.group(1).strip() if match else None
+
+    def route_stats(self, neighbor_address: str) -> dict[str, dict[str, dict[str, int | None]]]:
+        """Per channel ("ipv4", "ipv6"): the "Route change stats" rows, e.g. stats["ipv4"]["Import updates"]
+        ["received"]; "---" cells are None."""
+        stats: dict[str, dict[str, dict[str, int | None]]] = {}
+        channel = None
+        columns: list[str] = []
+        for line in self.protocol_text(neighbor_address).splitlines():
+            stripped = line.strip()
+            if stripped.startswith("Channel "):
+                channel = stripped.split()[1]
+                stats[channel] = {}
+            elif stripped.startswith("Route change stats:"):
+                columns = stripped.split(":", 1)[1].split()
+            elif (
+                channel is not None
+                and columns
+                and re.match(r"^(Import|Export) (updates|withdraws):", stripped)
+            ):
+                name, values = stripped.split(":", 1)
+                cells = [None if v == "---" else int(v) for v in values.split()]
+                stats[channel][name] = dict(zip(columns, cells, strict=True))
+        return stats
+
+    def exported_routes(self, neighbor_address: str) -> dict[str, RouteView]:
+        """What BIRD exports to a neighbour after its export filter (`show route all export`).
+
+        The AS path holds the filter's prepends only (BIRD adds its own ASN when it encodes the
+        UPDATE); next hop None means "self".
+        """
+        name = self._protocol_name(neighbor_address)
+        routes: dict[str, RouteView] = {}
+        for table in ("master4", "master6"):
+            out = self.birdc(f"show route all table {table} export {name}", check=False).stdout
+            routes.update(parse_routes(out, learned_only=False))
+        return routes
+
+    def notifications_received(self, neighbor_address: str) -> list[tuple[int, int, str]]:
+        """NOTIFICATIONs BIRD logged as received from a neighbour, oldest first: (code, subcode, text).
+
+        BIRD logs only its own wording ("Received: Bad peer AS"); codes come from BIRD_NOTIFICATIONS,
+        (-1, -1) for wording not listed there.
+        """
+        name = self._protocol_name(neighbor_address)
+        found = []
+        for line in self.log_lines():
+            match = re.search(rf"\b{name}: Received: (.+)$", line)
+            if match:
+                text = match.group(1).strip()
+                code, subcode = _BIRD_NOTIFICATION_CODES.get(text.split(" (")[0], (-1, -1))
+                found.append((code, subcode, text))
+        return found
+
+    def log_lines(self) -> list[str]:
+        """BIRD's own log (`log ... all`)."""
+        try:
+            return (self.dir / "bird.log").read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return []
 
     def birdc(self, command: str, check: bool = True) -> Any:
         return self.host.run("birdc", "-s", str(self.ctl), *command.split(), check=check, timeout=20)
@@ -264,14 +404,22 @@ class BirdDaemon(RoutingDaemon):
 _ROUTE_LINE = re.compile(r"^(?P<prefix>\S+/\d+)?\s+\S+\s+\[(?P<proto>\S+)\s")
 
 
-def parse_routes(text: str) -> dict[str, RouteView]:
-    """Parse `birdc show route all` into RouteViews (learned BGP routes only, best path first)."""
+def parse_routes(text: str, learned_only: bool = True) -> dict[str, RouteView]:
+    """Parse `birdc show route all` into RouteViews (learned BGP routes only, best path first).
+
+    `learned_only=False` keeps routes of every protocol (for `show route export`, whose routes are
+    BIRD's own static ones).
+    """
     routes: dict[str, RouteView] = {}
     prefix: str | None = None
     current: dict[str, Any] | None = None
 
     def flush() -> None:
-        if current is not None and current["proto"].startswith("peer_") and current["prefix"] not in routes:
+        if (
+            current is not None
+            and (current["proto"].startswith("peer_") or not learned_only)
+            and current["prefix"] not in routes
+        ):
             routes[current["prefix"]] = RouteView(
                 prefix=current["prefix"],
                 next_hop=current.get("next_hop"),

@@ -11,24 +11,49 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import shutil
+import signal
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemons.base import BfdView, Route, RouteView, RoutingDaemon
+from tests.support.daemons.base import BfdView, Neighbor, Route, RouteView, RoutingDaemon
 from tests.support.netns import Host, LabError, ManagedProcess
 from tests.support.prereq import missing
 
 FRR_DIR = Path("/usr/lib/frr")
 DAEMONS = ("zebra", "staticd", "bfdd", "bgpd")
 _BGP_STATE = {"Clearing": "Idle", "Deleted": "Idle"}
+_NOTIFICATION_LOG = re.compile(
+    r"%NOTIFICATION: (?P<dir>received from|sent to) neighbor (?P<peer>\S+) "
+    r"(?P<code>\d+)/(?P<subcode>\d+) \((?P<text>[^)]*)\)"
+)
 _BFD_STATE = {"up": "Up", "down": "Down", "init": "Init", "shutdown": "AdminDown", "adminDown": "AdminDown"}
 
 
 def _family(prefix: str) -> str:
     return "ipv6" if ":" in prefix else "ipv4"
+
+
+@dataclass(frozen=True)
+class FrrNeighbor(Neighbor):
+    """A neighbour with FRR-only options."""
+
+    # False: `dont-capability-negotiate`, a plain RFC 4271 OPEN (IPv4 unicast, 2-octet AS_PATH).
+    capability_negotiation: bool = True
+
+
+@dataclass(frozen=True)
+class FrrNotification:
+    """The last NOTIFICATION FRR exchanged with a neighbour, as its `show bgp neighbors` reports it."""
+
+    received: bool  # True: the neighbour sent it to FRR
+    code: int
+    subcode: int
+    text: str  # FRR's wording, e.g. "OPEN Message Error/Bad Peer AS"
 
 
 class FrrDaemon(RoutingDaemon):
@@ -40,6 +65,9 @@ class FrrDaemon(RoutingDaemon):
         self._procs: list[ManagedProcess] = []
         self._advertised: dict[str, Route] = {r.prefix: r for r in self.routes}
         self._route_maps: dict[str, str] = {}
+        # Graceful restart knobs (global in FRR), used when a neighbour has graceful_restart:
+        self.gr_preserve_fw_state = False  # the F bit (RFC 4724 §3): forwarding kept across a restart
+        self.gr_restart_time: int | None = None  # seconds; None: FRR's default (120)
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -75,8 +103,14 @@ class FrrDaemon(RoutingDaemon):
             " no bgp ebgp-requires-policy",
             " no bgp default ipv4-unicast",
             " no bgp network import-check",
+            " bgp log-neighbor-changes",  # NOTIFICATIONs sent and received go to bgpd.log
             " bgp graceful-restart" if any(n.graceful_restart for n in self.neighbors) else " !",
         ]
+        if any(n.graceful_restart for n in self.neighbors):
+            if self.gr_preserve_fw_state:
+                lines.append(" bgp graceful-restart preserve-fw-state")
+            if self.gr_restart_time is not None:
+                lines.append(f" bgp graceful-restart restart-time {self.gr_restart_time}")
         for index, n in enumerate(self.neighbors):
             a = n.address
             lines.append(f" neighbor {a} remote-as {n.asn}")
@@ -97,6 +131,8 @@ class FrrDaemon(RoutingDaemon):
                 lines.append(f" neighbor {a} bfd profile P{index}")
             if n.graceful_restart:
                 lines.append(f" neighbor {a} graceful-restart")
+            if isinstance(n, FrrNeighbor) and not n.capability_negotiation:
+                lines.append(f" neighbor {a} dont-capability-negotiate")
         for family in ("ipv4", "ipv6"):
             lines.append(f" address-family {family} unicast")
             for n in self.neighbors:
@@ -153,33 +189,37 @@ class FrrDaemon(RoutingDaemon):
             os.chown(path, frr.pw_uid, frr.pw_gid)
         zserv = self.dir / "zserv.api"
         for daemon in DAEMONS:
-            argv = [
-                str(FRR_DIR / daemon),
-                "-f",
-                str(self.dir / f"{daemon}.conf"),
-                "-i",
-                str(self.dir / f"{daemon}.pid"),
-                "-z",
-                str(zserv),
-                "--vty_socket",
-                str(self.dir),
-                "-u",
-                "frr",
-                "-g",
-                "frr",
-                "-P",
-                "0",
-                "--log",
-                f"file:{self.dir}/{daemon}.out",
-            ]
-            if daemon == "bgpd":
-                argv += ["-p", str(self.listen_port)]
-            if daemon == "bfdd":
-                argv += ["--bfdctl", str(self.dir / "bfdd.sock")]
+            argv = self._argv(daemon)
             self._procs.append(self.host.popen(argv, name=f"frr-{daemon}-{self.asn}"))
             if daemon == "zebra":
                 self._wait_for(zserv.exists, "zebra's zserv socket")
         self._wait_for(self._bgpd_answers, "bgpd to answer vtysh")
+
+    def _argv(self, daemon: str) -> list[str]:
+        argv = [
+            str(FRR_DIR / daemon),
+            "-f",
+            str(self.dir / f"{daemon}.conf"),
+            "-i",
+            str(self.dir / f"{daemon}.pid"),
+            "-z",
+            str(self.dir / "zserv.api"),
+            "--vty_socket",
+            str(self.dir),
+            "-u",
+            "frr",
+            "-g",
+            "frr",
+            "-P",
+            "0",
+            "--log",
+            f"file:{self.dir}/{daemon}.out",
+        ]
+        if daemon == "bgpd":
+            argv += ["-p", str(self.listen_port)]
+        if daemon == "bfdd":
+            argv += ["--bfdctl", str(self.dir / "bfdd.sock")]
+        return argv
 
     def _wait_for(self, predicate: Any, what: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -201,10 +241,55 @@ class FrrDaemon(RoutingDaemon):
         self._procs.clear()
 
     def restart(self) -> None:
+        """Stop and start again; with graceful restart configured, a graceful restart of bgpd only.
+
+        FRR's bgpd sends Cease/Peer De-configured when stopped with SIGTERM, and a NOTIFICATION ends
+        graceful restart for the peer (RFC 4724 §4.2; RFC 8538 makes that Cease a Hard Reset). A control
+        plane restart is therefore modelled the way it happens: bgpd dies without a NOTIFICATION
+        (SIGKILL; the kernel closes its TCP connections) while zebra keeps the forwarding state, and a
+        new bgpd starts with the same configuration.
+        """
+        if self._procs and any(n.graceful_restart for n in self.neighbors):
+            self.restart_bgpd()
+            return
         self.stop()
         for leftover in ("zserv.api", "bgpd.vty", "zebra.vty", "bfdd.vty", "staticd.vty", "bfdd.sock"):
             (self.dir / leftover).unlink(missing_ok=True)
         self.start()
+
+    def _bgpd(self) -> ManagedProcess:
+        for proc in self._procs:
+            if proc.name.startswith("frr-bgpd-"):
+                return proc
+        raise LabError("FRR bgpd is not running")
+
+    def restart_bgpd(self, routes: Sequence[Route] | None = None) -> None:
+        """Kill bgpd abruptly (no NOTIFICATION, connections closed by the kernel) and start it again.
+
+        `routes`: what the new bgpd originates instead of the current set (a restart that changes the
+        table, so a test can tell refreshed routes from stale ones).
+        """
+        bgpd = self._bgpd()
+        bgpd.signal(signal.SIGKILL)
+        bgpd.wait(timeout=10)
+        self._procs.remove(bgpd)
+        (self.dir / "bgpd.vty").unlink(missing_ok=True)
+        if routes is not None:
+            self._advertised = {r.prefix: r for r in routes}
+            self._route_maps.clear()
+            conf = self.dir / "bgpd.conf"
+            conf.write_text(self._bgpd_conf())
+            frr = pwd.getpwnam("frr")
+            os.chown(conf, frr.pw_uid, frr.pw_gid)
+        self._procs.append(self.host.popen(self._argv("bgpd"), name=f"frr-bgpd-{self.asn}"))
+        self._wait_for(self._bgpd_answers, "bgpd to answer vtysh after its restart")
+
+    def pause(self) -> None:
+        """SIGSTOP bgpd: it freezes with its TCP connections open (the neighbour's hold timer must fire)."""
+        self._bgpd().signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._bgpd().signal(signal.SIGCONT)
 
     # -- control ------------------------------------------------------------------------------
 
@@ -253,6 +338,83 @@ class FrrDaemon(RoutingDaemon):
         data = self.vtysh_json(f"show bgp neighbors {neighbor_address} json")
         state = data.get(neighbor_address, {}).get("bgpState", "Idle")
         return str(_BGP_STATE.get(state, state))
+
+    def neighbor(self, neighbor_address: str) -> dict[str, Any]:
+        """FRR's full `show bgp neighbors X json` view (messageStats, gracefulRestartInfo, ...)."""
+        data: dict[str, Any] = self.vtysh_json(f"show bgp neighbors {neighbor_address} json")
+        return dict(data.get(neighbor_address, {}))
+
+    def message_stats(self, neighbor_address: str) -> dict[str, int]:
+        """Messages exchanged: updatesSent/Recv, routeRefreshSent/Recv, notificationsSent/Recv, ..."""
+        stats = self.neighbor(neighbor_address).get("messageStats", {})
+        return {k: int(v) for k, v in stats.items()}
+
+    def last_notification(self, neighbor_address: str) -> FrrNotification | None:
+        """The last NOTIFICATION sent or received on this neighbour's session, if any."""
+        view = self.neighbor(neighbor_address)
+        code = view.get("lastErrorCodeSubcode")
+        if not code:
+            return None
+        received = "received" in str(view.get("lastResetDueTo", "")).lower()
+        text = str(view.get("lastNotificationReason", view.get("lastResetDueTo", "")))
+        return FrrNotification(received, int(code[:2], 16), int(code[2:4], 16), text)
+
+    def notifications(self, neighbor_address: str) -> list[FrrNotification]:
+        """Every NOTIFICATION bgpd logged for this neighbour, oldest first (`bgp log-neighbor-changes`).
+
+        Unlike `last_notification` this keeps history: a later exchange (FRR answering a NOTIFICATION
+        received in OpenSent with an FSM error, RFC 4271 §8.2.2) does not hide an earlier one.
+        """
+        try:
+            text = (self.dir / "bgpd.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        found = []
+        for match in _NOTIFICATION_LOG.finditer(text):
+            if match.group("peer") == neighbor_address:
+                found.append(
+                    FrrNotification(
+                        match.group("dir") == "received from",
+                        int(match.group("code")),
+                        int(match.group("subcode")),
+                        match.group("text"),
+                    )
+                )
+        return found
+
+    def soft_clear_in(self, neighbor_address: str) -> None:
+        """`clear bgp X soft in`: ask the neighbour for its routes again (ROUTE-REFRESH, RFC 2918)."""
+        self.vtysh(f"clear bgp {neighbor_address} soft in")
+
+    def set_password(self, neighbor_address: str, password: str | None) -> None:
+        """Change (or remove) the TCP-MD5 key of a neighbour at run time."""
+        line = (
+            f" neighbor {neighbor_address} password {password}"
+            if password
+            else (f" no neighbor {neighbor_address} password")
+        )
+        self.configure([f"router bgp {self.asn}", line])
+
+    def advertised_routes(self, neighbor_address: str) -> dict[str, RouteView]:
+        """FRR's Adj-RIB-Out towards a neighbour: MED and AS path (before FRR prepends its own ASN).
+
+        Next hop None means "self" (FRR shows 0.0.0.0 / :: for what it originates).
+        """
+        routes: dict[str, RouteView] = {}
+        for family in ("ipv4", "ipv6"):
+            data = self.vtysh_json(
+                f"show bgp {family} unicast neighbors {neighbor_address} advertised-routes json"
+            )
+            for prefix, entry in (data.get("advertisedRoutes") or {}).items():
+                hop = entry.get("nextHop") or entry.get("nextHopGlobal")
+                routes[prefix] = RouteView(
+                    prefix=prefix,
+                    next_hop=None if hop in (None, "0.0.0.0", "::") else str(hop),
+                    as_path=tuple(int(x) for x in str(entry.get("path", "")).split() if x.isdigit()),
+                    med=entry.get("metric"),
+                    local_pref=entry.get("locPrf"),
+                )
+        return routes
 
     def received_routes(self) -> dict[str, RouteView]:
         routes: dict[str, RouteView] = {}
