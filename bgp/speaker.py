@@ -366,12 +366,49 @@ _CODE_NAMES = {
 }
 
 
+_SUBCODE_NAMES: dict[int, dict[int, str]] = {
+    1: {1: "Connection Not Synchronized", 2: "Bad Message Length", 3: "Bad Message Type"},
+    2: {
+        1: "Unsupported Version Number",
+        2: "Bad Peer AS",
+        3: "Bad BGP Identifier",
+        4: "Unsupported Optional Parameter",
+        6: "Unacceptable Hold Time",
+        7: "Unsupported Capability",
+        11: "Role Mismatch",
+    },
+    3: {
+        1: "Malformed Attribute List",
+        2: "Unrecognized Well-known Attribute",
+        3: "Missing Well-known Attribute",
+        4: "Attribute Flags Error",
+        5: "Attribute Length Error",
+        6: "Invalid ORIGIN Attribute",
+        8: "Invalid NEXT_HOP Attribute",
+        9: "Optional Attribute Error",
+        10: "Invalid Network Field",
+        11: "Malformed AS_PATH",
+    },
+    5: {
+        1: "Unexpected Message in OpenSent",
+        2: "Unexpected Message in OpenConfirm",
+        3: "Unexpected Message in Established",
+    },
+    6: _CEASE_NAMES,
+    7: {1: "Invalid Message Length"},
+}
+
+
 def notification_name(code: int, subcode: int) -> str:
-    """A readable "Code/Subcode" for logs and status (RFC 4271 §4.5, RFC 4486)."""
+    """A readable "Code/Subcode" for logs and status (RFC 4271 §4.5, RFC 4486, RFC 6608, RFC 7313).
+
+    Unknown subcodes keep their number so nothing is hidden: "OPEN Message Error/Bad Peer AS",
+    "UPDATE Message Error/42".
+    """
     name = _CODE_NAMES.get(code, f"code {code}")
-    if code == NotificationCode.CEASE:
-        return f"{name}/{_CEASE_NAMES.get(subcode, str(subcode))}"
-    return f"{name}/{subcode}" if subcode else name
+    if not subcode and code != NotificationCode.CEASE:
+        return name
+    return f"{name}/{_SUBCODE_NAMES.get(code, {}).get(subcode, str(subcode))}"
 
 
 class GracefulMode(enum.Enum):

@@ -366,4 +366,5 @@ def test_peer_config_refuses_gtsm_with_multihop() -> None:
 def test_notification_names() -> None:
     assert notification_name(6, 1) == "Cease/Maximum Number of Prefixes Reached"
     assert notification_name(4, 0) == "Hold Timer Expired"
-    assert notification_name(2, 2) == "OPEN Message Error/2"
+    assert notification_name(2, 2) == "OPEN Message Error/Bad Peer AS"
+    assert notification_name(3, 42) == "UPDATE Message Error/42"

@@ -338,7 +338,7 @@ def test_wrong_peer_as_is_refused_with_notification_2_2_seen_by_bird(lab: Lab) -
     status = rs.peer_status(peer)
     sent = status["last_notification_sent"]
     assert (sent["code"], sent["subcode"]) == (2, 2)
-    assert sent["name"].startswith("OPEN Message Error")
+    assert sent["name"] == "OPEN Message Error/Bad Peer AS"
     assert status["last_transition"] == "OpenMessageError"
     assert f"peer AS {PEER_ASN}" in status["last_transition_detail"]
     assert status["established_count"] == 0
