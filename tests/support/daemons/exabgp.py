@@ -4,13 +4,20 @@ ExaBGP talks to "API processes" over their stdin/stdout. Each instance runs one 
 process (`exabgp_relay.py`): it appends every JSON message ExaBGP sends (neighbor state changes and
 parsed UPDATEs) to a state file, and forwards command lines written to a FIFO in the instance's
 directory to ExaBGP (`announce route ...`, `withdraw route ...`). The fixture reads the state file
-to report sessions and received routes, replaying announces and withdraws in order.
+to report sessions and received routes, replaying announces and withdraws in order. NOTIFICATION
+and ROUTE-REFRESH messages ExaBGP receives are recorded too (`notifications`, `refreshes`).
+
+`asn4=False` makes ExaBGP an OLD speaker (no 4-octet AS capability, RFC 6793 §4.2); `request_refresh`
+has it send a ROUTE-REFRESH (RFC 2918); `pause`/`resume` freeze it (SIGSTOP); `restart(routes)`
+changes what it originates across a restart. With graceful restart negotiated, ExaBGP closes without
+a NOTIFICATION on `stop()`, and it sets the Forwarding State bit for every family (RFC 4724 §3).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -28,8 +35,9 @@ _STATE = {"up": "Established", "connected": "OpenSent", "down": "Idle", "shutdow
 class ExabgpDaemon(RoutingDaemon):
     kind = "exabgp"
 
-    def __init__(self, host: Host, **kwargs: Any) -> None:
+    def __init__(self, host: Host, *, asn4: bool = True, **kwargs: Any) -> None:
         super().__init__(host, **kwargs)
+        self.asn4 = asn4
         self.dir = host.workdir / f"exabgp-{self.asn}-{id(self) % 10000}"
         self.fifo = self.dir / "commands.fifo"
         self.events = self.dir / "events.jsonl"
@@ -82,6 +90,8 @@ class ExabgpDaemon(RoutingDaemon):
             lines.append("  }")
             lines.append("  capability {")
             lines.append("    route-refresh;")
+            if not self.asn4:
+                lines.append("    asn4 disable;")
             if n.graceful_restart:
                 lines.append("    graceful-restart 120;")
             lines.append("  }")
@@ -89,7 +99,7 @@ class ExabgpDaemon(RoutingDaemon):
                 "  api {",
                 "    processes [ relay ];",
                 "    neighbor-changes;",
-                "    receive { parsed; update; }",
+                "    receive { parsed; update; notification; refresh; }",
                 "  }",
             ]
             if self._advertised:
@@ -135,6 +145,87 @@ class ExabgpDaemon(RoutingDaemon):
             self._proc.stop()
             self._proc = None
         (self.dir / "relay.ready").unlink(missing_ok=True)
+
+    def restart(self, routes: Sequence[Route] | None = None) -> None:
+        """Stop and start again, originating `routes` from then on (default: the same as before)."""
+        self.stop()
+        if routes is not None:
+            self._advertised = {r.prefix: r for r in routes}
+        self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP: ExaBGP freezes with its sockets open (the peer's hold timer must fire)."""
+        assert self._proc is not None
+        self._proc.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.signal(signal.SIGCONT)
+
+    def log_text(self) -> str:
+        return self._proc.log_text() if self._proc is not None else ""
+
+    def request_refresh(self, family: str = "ipv4 unicast") -> None:
+        """Send ROUTE-REFRESH for `family` ("ipv4 unicast", "ipv6 unicast") to every Established peer."""
+        self.command(f"announce route-refresh {family}")
+
+    def notifications(self, direction: str = "receive") -> list[tuple[str, int, int]]:
+        """(peer, code, subcode) of every NOTIFICATION ExaBGP reported (received by default)."""
+        found = []
+        for message in self._messages():
+            if message.get("type") != "notification":
+                continue
+            neighbor = message.get("neighbor", {})
+            if neighbor.get("direction", "receive") != direction:
+                continue
+            body = neighbor.get("notification", {})
+            peer = str(neighbor.get("address", {}).get("peer"))
+            found.append((peer, int(body.get("code", -1)), int(body.get("subcode", -1))))
+        return found
+
+    def refreshes(self) -> list[tuple[str, str, str]]:
+        """(peer, afi, subtype) of every ROUTE-REFRESH ExaBGP received; subtype "query" is a request
+        (RFC 2918), "begin"/"end" demarcate a re-advertisement (RFC 7313)."""
+        found = []
+        for message in self._messages():
+            if message.get("type") != "refresh":
+                continue
+            neighbor = message.get("neighbor", {})
+            body = neighbor.get("route-refresh", {})
+            peer = str(neighbor.get("address", {}).get("peer"))
+            found.append((peer, str(body.get("afi")), str(body.get("subtype"))))
+        return found
+
+    def announcements(self, prefix: str) -> int:
+        """How many UPDATEs ExaBGP received that announced `prefix` (counts re-advertisements)."""
+        count = 0
+        for message in self._messages():
+            if message.get("type") != "update":
+                continue
+            update = message.get("neighbor", {}).get("message", {}).get("update", {})
+            for family, by_hop in (update.get("announce") or {}).items():
+                if not family.endswith("unicast"):
+                    continue
+                for nlris in by_hop.values():
+                    for nlri in nlris:
+                        if (nlri["nlri"] if isinstance(nlri, dict) else str(nlri)) == prefix:
+                            count += 1
+        return count
+
+    def origins(self) -> dict[str, str]:
+        """ORIGIN ("igp", "egp", "incomplete") of the routes ExaBGP holds from its peers, by prefix."""
+        found: dict[str, str] = {}
+        for message in self._messages():
+            if message.get("type") != "update":
+                continue
+            update = message.get("neighbor", {}).get("message", {}).get("update", {})
+            origin = str(update.get("attribute", {}).get("origin", ""))
+            for family, by_hop in (update.get("announce") or {}).items():
+                if family.endswith("unicast"):
+                    for nlris in by_hop.values():
+                        for nlri in nlris:
+                            found[nlri["nlri"] if isinstance(nlri, dict) else str(nlri)] = origin
+        return found
 
     def command(self, line: str) -> None:
         """Send one API command to ExaBGP through the relay's FIFO."""

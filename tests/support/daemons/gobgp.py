@@ -3,11 +3,18 @@
 Each instance gets its own TOML config and its own API port on the namespace's loopback. GoBGP has
 no BFD. Origination is `gobgp global rib add` with an explicit AS path for prepends (GoBGP adds its
 own ASN once on eBGP export, so N prepends are N extra copies here).
+
+Graceful restart (RFC 4724) as the restarting speaker: `crash()` kills gobgpd without a NOTIFICATION
+and `restart_graceful()` starts it again with `-r` (Restart State bit, Forwarding State bit per
+family), the neighbours administratively down until the routes are re-added, so that its End-of-RIB
+follows the complete table. GoBGP never sends ROUTE-REFRESH: `softresetin` re-runs its import policy
+over the Adj-RIB-In it keeps.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -36,11 +43,21 @@ _API_PORT = 50051
 class GobgpDaemon(RoutingDaemon):
     kind = "gobgp"
 
-    def __init__(self, host: Host, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        host: Host,
+        *,
+        origin: str | None = None,
+        gr_restart_time: int = 120,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(host, **kwargs)
         self.dir = host.workdir / f"gobgp-{self.asn}-{id(self) % 10000}"
         self._proc: ManagedProcess | None = None
         self._advertised: dict[str, Route] = {}
+        self.origin = origin  # "igp" | "egp" | "incomplete"; None: GoBGP's default for `rib add`
+        self.gr_restart_time = gr_restart_time
+        self._restarting = False  # render neighbours admin-down and pass -r (restart_graceful)
 
     def render(self) -> str:
         lines = [
@@ -58,6 +75,8 @@ class GobgpDaemon(RoutingDaemon):
             ]
             if n.password:
                 lines.append(f'    auth-password = "{n.password}"')
+            if self._restarting:
+                lines.append("    admin-down = true")
             lines += ["  [neighbors.transport.config]", f"    remote-port = {n.port}"]
             if n.local_address:
                 lines.append(f'    local-address = "{n.local_address}"')
@@ -79,7 +98,7 @@ class GobgpDaemon(RoutingDaemon):
                 lines += [
                     "  [neighbors.graceful-restart.config]",
                     "    enabled = true",
-                    "    restart-time = 120",
+                    f"    restart-time = {self.gr_restart_time}",
                 ]
             for family in n.families:
                 lines += [
@@ -109,6 +128,8 @@ class GobgpDaemon(RoutingDaemon):
             "-l",
             "info",
         ]
+        if self._restarting:
+            argv.append("-r")
         self._proc = self.host.popen(argv, name=f"gobgpd-{self.asn}")
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -119,13 +140,120 @@ class GobgpDaemon(RoutingDaemon):
             time.sleep(0.1)
         else:
             raise LabError("gobgpd API did not answer")
-        if self.routes:
+        if self._restarting:
+            routes, self._advertised = list(self._advertised.values()), {}
+            self.advertise(routes)
+            for n in self.neighbors:
+                self.cli("neighbor", n.address, "enable")
+        elif self.routes:
             self.advertise(self.routes)
 
     def stop(self) -> None:
         if self._proc is not None:
             self._proc.stop()
             self._proc = None
+
+    def crash(self) -> None:
+        """SIGKILL: the sessions drop without a NOTIFICATION (what graceful restart is for)."""
+        if self._proc is not None:
+            self._proc.signal(signal.SIGKILL)
+            self._proc.wait(timeout=10)
+            self._proc = None
+
+    def restart_graceful(self, routes: Sequence[Route] | None = None) -> None:
+        """Crash, then start again as a restarting speaker (`-r`) originating `routes`.
+
+        `routes` default to what was originated before. They are added while every neighbour is still
+        administratively down; the neighbours are enabled afterwards, so GoBGP's End-of-RIB (sent once
+        the peer's End-of-RIB arrived, RFC 4724 §4.1) follows the complete table.
+        """
+        self.crash()
+        if routes is not None:
+            self._advertised = {r.prefix: r for r in routes}
+        self._restarting = True
+        try:
+            self.start()
+        finally:
+            self._restarting = False
+
+    def pause(self) -> None:
+        """SIGSTOP: gobgpd freezes with its sockets open (the peer's hold timer must fire)."""
+        assert self._proc is not None
+        self._proc.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.signal(signal.SIGCONT)
+
+    def log_text(self) -> str:
+        return self._proc.log_text() if self._proc is not None else ""
+
+    def log_records(self) -> list[dict[str, Any]]:
+        """gobgpd's JSON log lines (its own record of notifications, state changes, ...)."""
+        records = []
+        for line in self.log_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+        return records
+
+    def notifications_received(self, neighbor_address: str) -> list[tuple[int, int]]:
+        """(code, subcode) of each NOTIFICATION gobgpd logged as received from the neighbour.
+
+        GoBGP logs the code only for a session that was Established; before that (OpenSent,
+        OpenConfirm) it closes on any unexpected message and only counts it (`message_counters`).
+        """
+        return [
+            (int(r["Code"]), int(r["Subcode"]))
+            for r in self.log_records()
+            if r.get("msg") == "received notification" and r.get("Key") == neighbor_address
+        ]
+
+    def neighbor_json(self, neighbor_address: str) -> dict[str, Any]:
+        proc = self.cli("-j", "neighbor", neighbor_address, check=False)
+        if proc.returncode != 0 or not proc.stdout.strip():
+            return {}
+        data: dict[str, Any] = json.loads(proc.stdout)
+        return data
+
+    def message_counters(self, neighbor_address: str) -> dict[str, dict[str, int]]:
+        """GoBGP's per-type message counters: {"sent": {"update": n, ...}, "received": {...}}."""
+        messages = self.neighbor_json(neighbor_address).get("state", {}).get("messages", {})
+        return {
+            direction: {k: int(v) for k, v in messages.get(direction, {}).items()}
+            for direction in ("sent", "received")
+        }
+
+    def advertised_to(self, neighbor_address: str) -> dict[str, RouteView]:
+        """GoBGP's Adj-RIB-Out towards the neighbour: what it says it sent, after its export rules."""
+        routes: dict[str, RouteView] = {}
+        for family in ("ipv4", "ipv6"):
+            proc = self.cli("-j", "neighbor", neighbor_address, "adj-out", "-a", family, check=False)
+            if proc.returncode != 0 or not proc.stdout.strip():
+                continue
+            for prefix, paths in json.loads(proc.stdout).items():
+                for path in paths:
+                    view = _route_view(prefix, path, local_ok=True)
+                    if view is not None:
+                        routes[prefix] = view
+        return routes
+
+    def origins(self) -> dict[str, int]:
+        """ORIGIN codes (0 IGP, 1 EGP, 2 INCOMPLETE) of the routes gobgpd learned, by prefix."""
+        found: dict[str, int] = {}
+        for family in ("ipv4", "ipv6"):
+            proc = self.cli("-j", "global", "rib", "-a", family, check=False)
+            if proc.returncode != 0 or not proc.stdout.strip():
+                continue
+            for prefix, paths in json.loads(proc.stdout).items():
+                for path in paths:
+                    if _route_view(prefix, path) is None:
+                        continue
+                    for attr in path.get("attrs", []):
+                        if attr.get("type") == 1:
+                            found[prefix] = int(attr.get("value", 0))
+        return found
 
     def cli(self, *args: str, check: bool = True) -> Any:
         return self.host.run("gobgp", "-p", str(_API_PORT), "-u", "127.0.0.1", *args, check=check, timeout=20)
@@ -147,6 +275,8 @@ class GobgpDaemon(RoutingDaemon):
                 args += ["community", ",".join(route.communities)]
             if route.large_communities:
                 args += ["large-community", ",".join(route.large_communities)]
+            if self.origin is not None:
+                args += ["origin", self.origin]
             self.cli(*args)
             self._advertised[route.prefix] = route
 
@@ -179,9 +309,9 @@ class GobgpDaemon(RoutingDaemon):
         return routes
 
 
-def _route_view(prefix: str, path: dict[str, Any]) -> RouteView | None:
+def _route_view(prefix: str, path: dict[str, Any], local_ok: bool = False) -> RouteView | None:
     source = path.get("neighbor-ip") or path.get("source-id") or ""
-    if source in ("", "<nil>", "0.0.0.0", "::") or path.get("is-local"):
+    if not local_ok and (source in ("", "<nil>", "0.0.0.0", "::") or path.get("is-local")):
         return None
     as_path: tuple[int, ...] = ()
     next_hop = med = local_pref = None
