@@ -573,8 +573,9 @@ class Session:
         if received is not None:
             return negotiated.graceful_notification and not is_hard_reset(received)
         if sent is not None:
-            if reason is TransitionReason.HOLD_TIMER_EXPIRED:
-                return True  # the peer went silent, as when its control plane restarts
+            # Hold expiry included: we send a NOTIFICATION, and without the N bit (RFC 8538 §4) that ends
+            # the session the ordinary way (RFC 4724 §4.2). Keeping a silent peer's routes stale for its
+            # restart time would blackhole traffic the standby could carry.
             return negotiated.graceful_notification and not is_hard_reset(sent)
         return True  # TCP loss, or the peer reopened: the restart GR is meant for
 

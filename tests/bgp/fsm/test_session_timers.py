@@ -37,7 +37,9 @@ def test_open_confirm_hold_timer_expires_sends_4_0() -> None:
     assert h.state() is State.IDLE
 
 
-def test_established_hold_timer_expires_sends_4_0_and_session_down_keeps_routes_of_gr_peer() -> None:
+def test_established_hold_timer_expires_sends_4_0_and_flushes_gr_peer_without_n_bit() -> None:
+    # RFC 4724 §4.2: the session ends with our NOTIFICATION, so without the N bit nothing is kept stale
+    # (a silent appliance's routes must move to the standby now, not after its restart time).
     h = Harness()
     h.establish(open_bytes=peer_open(hold_time=30))
     h.advance(30)
@@ -45,10 +47,20 @@ def test_established_hold_timer_expires_sends_4_0_and_session_down_keeps_routes_
     [down] = h.events_of(SessionDown)
     assert down.reason.value == "HoldTimerExpires"
     assert down.notification_sent == Notification(4, 0)
+    assert down.graceful_restart is False
+    assert down.stale_families == ()
+    assert h.session.negotiated is None
+
+
+def test_established_hold_timer_expires_keeps_routes_of_gr_peer_with_n_bit() -> None:
+    # RFC 8538 §4: with the N bit negotiated, a NOTIFICATION other than Hard Reset (4/0 here) is a restart.
+    h = Harness(make_config(graceful_restart_notification=True))
+    h.establish(open_bytes=peer_open(hold_time=30, notification_bit=True))
+    h.advance(30)
+    [down] = h.events_of(SessionDown)
     assert down.graceful_restart is True
     assert down.restart_time == 120
     assert set(down.stale_families) == set(h.config.families)
-    assert h.session.negotiated is None
 
 
 def test_established_hold_timer_expires_flushes_routes_of_peer_without_gr() -> None:
