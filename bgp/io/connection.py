@@ -126,7 +126,11 @@ class BgpConnection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         if transport.can_write_eof():
-            transport.write_eof()
+            try:
+                transport.write_eof()
+            except OSError:  # already disconnected (ENOTCONN): nothing left to flush
+                transport.abort()
+                return
             self._linger = self.driver.loop.call_later(CLOSE_LINGER, transport.abort)
         else:
             transport.close()
