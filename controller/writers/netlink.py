@@ -1,74 +1,187 @@
 """The node route-table writer: the FIB into a Linux kernel table over rtnetlink.
 
 Ownership (DESIGN.md §7.8): every route and nexthop object we write carries our own rtnetlink
-protocol number; deletes name that protocol, so the kernel itself refuses to remove a route we do
-not own, and a replace is never sent for a prefix where a foreign route holds the same metric.
-At start we read our routes and nexthop objects back and adopt them instead of flushing.
+protocol number. Deletes name that protocol, so the kernel itself refuses to remove a route we do
+not own; new routes are created with NLM_F_EXCL, so the kernel refuses to overwrite a route someone
+else holds at our (prefix, metric) and we report FOREIGN_ROUTE; replaces are sent only for routes
+we read back as ours. Nexthop object ids come from a block derived from the table, so writers of
+different tables on one node never collect each other's objects. At start we read our routes and
+nexthop objects back and adopt them instead of flushing; `resync` then removes what is stale.
 
 Prefix-independent convergence (DESIGN.md §5): with kernel nexthop objects, every prefix points at
-a nexthop *group* keyed by its next-hop set. When all prefixes of a group move to the same new set
-(the usual failover: the active appliance died and every VIP behind it moves to the standby), the
-group's membership is replaced with ONE netlink message and all routes move at once. Otherwise
-routes are re-pointed with batched replaces. Kernels without nexthop objects get batched route
-replaces with explicit gateways.
+a nexthop *group* keyed by its next-hop set (a group of one for active/passive). When every prefix
+of a group leaves it (the usual failover: the active appliance died and every VIP behind it moves
+to the standby), the group's membership is replaced with ONE netlink message and all its routes
+move at once, whatever their number. Other moves are batched route replaces; kernels without
+nexthop objects get batched replaces with explicit gateways. Objects nobody uses any more are
+deleted in a second batch after the routes are committed, so a failed route never loses the
+object it still points at.
+
+Repair: a netlink monitor (route and nexthop groups) sees changes made by anyone but us and,
+debounced, restores the affected prefixes; a socket filter drops in the kernel the notifications
+our own requests cause (their port id is ours) and other tables' routes, so a bulk install cannot
+overflow it. A lost notification (overflow anyway) forces a full pass, and a periodic resync
+re-reads the table as the source of truth. Neither removes anything before the controller
+has given the writer a complete FIB once (`resync`), so a restarted agent keeps forwarding while
+its BGP sessions come back.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import contextlib
+import errno
+import gc
 import logging
 import socket
-from collections import defaultdict
-from collections.abc import Mapping
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import ip_address
 from pathlib import Path
-
-from pyroute2 import IPRoute
+from typing import TypeVar
 
 from controller.writers import rtnl
 from controller.writers.base import Address, FibEntry, Prefix, Rejection, RejectReason, WriteReport
-from controller.writers.rtnl import Batch, NetlinkChannel, NextHop, Op, RouteSpec
+from controller.writers.rtnl import Batch, NetlinkChannel, NextHop, Op, SendResult, canonical
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROTOCOL = 196  # not in iproute2's rt_protos; configurable
-NEXTHOP_ID_BASE = 0x4B520000  # our nexthop ids start here ("KR"), skipping ids owned by others
+# Not in iproute2's rt_protos nor FRR's (186-198; 196 is FRR's "static"), BIRD's (12) or Calico's (80).
+DEFAULT_PROTOCOL = 245
+MIN_PROTOCOL = 5  # 0-4 are the kernel's and the administrator's (unspec, redirect, kernel, boot, static)
+CREATE = rtnl.NLM_F_REQUEST | rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL
 REPLACE = rtnl.NLM_F_REQUEST | rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE
-RT_TABLES_FILES = ("/etc/iproute2/rt_tables", "/usr/share/iproute2/rt_tables", "/usr/lib/iproute2/rt_tables")
-RT_TABLES_DIRS = ("/etc/iproute2/rt_tables.d", "/usr/share/iproute2/rt_tables.d")
+RT_TABLES_PATHS: tuple[str, ...] = (
+    "/etc/iproute2/rt_tables",
+    "/usr/share/iproute2/rt_tables",
+    "/usr/lib/iproute2/rt_tables",
+    "/etc/iproute2/rt_tables.d",
+    "/usr/share/iproute2/rt_tables.d",
+    "/usr/lib/iproute2/rt_tables.d",
+)
+BUILTIN_TABLES = {"default": 253, "main": 254, "local": 255}
+_FAMILY_NAME: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
+_ID_SLOTS = 0xFFFF  # nexthop ids per table block
+_BULK = 10_000  # passes at least this large run with the cyclic garbage collector paused
+_T = TypeVar("_T")
 
 
-def resolve_table(table: int | str) -> int:
-    """A table id from a number or an iproute2 name (rt_tables and rt_tables.d/*.conf)."""
+class UnknownTableError(ValueError):
+    """A table name that is neither a number nor named in any rt_tables file."""
+
+
+def resolve_table(table: int | str, search: Iterable[str | Path] = RT_TABLES_PATHS) -> int:
+    """A table id from a number or an iproute2 name.
+
+    `search` lists rt_tables files and rt_tables.d directories (whose `*.conf` files are read in
+    name order), first match wins, like iproute2; main/default/local are built in.
+    """
     if isinstance(table, int):
         return table
-    if table.isdigit():
-        return int(table)
-    candidates = [Path(p) for p in RT_TABLES_FILES]
-    for directory in RT_TABLES_DIRS:
-        folder = Path(directory)
-        if folder.is_dir():
-            candidates.extend(sorted(folder.glob("*.conf")))
-    for path in candidates:
-        if not path.is_file():
+    name = table.strip()
+    try:
+        return int(name, 0)
+    except ValueError:
+        pass
+    for path in _table_files(search):
+        try:
+            text = path.read_text()
+        except OSError:
             continue
-        for line in path.read_text().splitlines():
+        for line in text.splitlines():
             fields = line.split("#", 1)[0].split()
-            if len(fields) >= 2 and fields[1] == table:
-                return int(fields[0], 0)
-    raise ValueError(f"route table {table!r} is not a number and not named in iproute2's rt_tables files")
+            if len(fields) >= 2 and fields[1] == name:
+                try:
+                    return int(fields[0], 0)
+                except ValueError:
+                    continue
+    if name in BUILTIN_TABLES:
+        return BUILTIN_TABLES[name]
+    raise UnknownTableError(f"route table {name!r} is not a number and not named in any rt_tables file")
+
+
+def _table_files(search: Iterable[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for entry in search:
+        path = Path(entry)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.glob("*.conf") if p.is_file()))
+        elif path.is_file():
+            files.append(path)
+    return files
+
+
+def nexthop_id_block(table: int) -> int:
+    """The first nexthop id of a table's block: 0x8000 | tag in the top 16 bits (FRR uses < 2^28).
+
+    Tables below 0x7FFF map exactly; larger ids are folded by CRC-32, so two such tables on one
+    node could share a block (then give them different protocol numbers).
+    """
+    tag = table if table < 0x7FFF else zlib.crc32(table.to_bytes(4, "big")) % 0x7FFF
+    return (0x8000 | tag) << 16
+
+
+@contextlib.contextmanager
+def _gc_paused(size: int) -> Iterator[None]:
+    """Pause the cyclic collector during a bulk pass over `size` routes.
+
+    Decoding or planning 100k routes allocates ~1M short-lived objects; the collector's full scans
+    of the (large, long-lived) route state then take over half of the time. The objects made here
+    form no reference cycles, so nothing waits for the collector; it is re-enabled at once after.
+    """
+    if size < _BULK or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@dataclass(slots=True)
+class _Route:
+    """One of our routes as the kernel holds it: its hop set and the object of ours it points at."""
+
+    hops: tuple[NextHop, ...]
+    gid: int | None = None  # our nexthop group
+    hop_id: int | None = None  # our single hop object (adopted only: we always write groups)
 
 
 @dataclass(slots=True)
 class _Group:
+    """One of our nexthop groups: member object ids, the hop set they stand for, how many use it."""
+
+    member_ids: tuple[int, ...]
     members: tuple[NextHop, ...]
-    users: set[Prefix] = field(default_factory=set)
+    users: int = 0
+
+
+# (prefix, its route before this batch, the hop set it gets, the group it will point at)
+_Planned = tuple[Prefix, _Route | None, tuple[NextHop, ...], int | None]
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What one batch will do, to commit (or undo) per object once the kernel has answered."""
+
+    batch: Batch = field(default_factory=Batch)
+    routes: list[_Planned] = field(default_factory=list)
+    rewrites: dict[int, tuple[_Group, _Group, list[tuple[Prefix, _Route]]]] = field(default_factory=dict)
+    new_hops: dict[int, NextHop] = field(default_factory=dict)
+    new_groups: set[int] = field(default_factory=set)
+    removals: list[tuple[Prefix, _Route]] = field(default_factory=list)
+    stale: list[tuple[Prefix, int]] = field(default_factory=list)
 
 
 class NodeTableWriter:
-    """Programs one kernel table in this process's network namespace. Not thread-safe: one owner."""
+    """Programs one kernel table in the network namespace its sockets were opened in.
+
+    Every socket is opened in the constructor, so a caller may construct the writer while switched
+    into another namespace (or pass a `channel` opened there, with watch=False: the watcher's own
+    socket is opened here). One owner: all methods serialise on one lock.
+    """
 
     def __init__(
         self,
@@ -77,26 +190,71 @@ class NodeTableWriter:
         metric: int | None = None,
         protocol: int = DEFAULT_PROTOCOL,
         use_nexthop_objects: bool | None = None,
+        require_table: bool = False,
+        watch: bool = True,
+        resync_interval: float | None = 60.0,
+        debounce: float = 0.05,
+        rt_tables: Iterable[str | Path] = RT_TABLES_PATHS,
+        on_report: Callable[[WriteReport], None] | None = None,
+        channel: rtnl.RouteChannel | None = None,
     ) -> None:
-        self.table = resolve_table(table)
+        self.table = resolve_table(table, rt_tables)
+        if not 0 < self.table < 2**32 or self.table == rtnl.RT_TABLE_LOCAL:
+            raise ValueError(f"table {self.table} cannot hold our routes (use 1-254 or 256-4294967295)")
+        if not MIN_PROTOCOL <= protocol <= 255:
+            raise ValueError(f"protocol {protocol} is reserved or out of range ({MIN_PROTOCOL}-255)")
+        if metric is not None and not 0 <= metric < 2**32:
+            raise ValueError(f"metric {metric} out of range")
         self.metric = metric
         self.protocol = protocol
-        self._channel = NetlinkChannel()
+        self.require_table = require_table
+        self.resync_interval = resync_interval
+        self.debounce = debounce
+        self._on_report = on_report
         self._nexthop_objects = use_nexthop_objects
+        self._block = nexthop_id_block(self.table)
+        self._encoder = rtnl.RouteEncoder(self.table, protocol, metric)
+        self._channel: rtnl.RouteChannel = channel if channel is not None else NetlinkChannel()
+        self._monitor: socket.socket | None = None
+        if watch:
+            try:
+                self._monitor = rtnl.open_monitor(
+                    (rtnl.RTNLGRP_IPV4_ROUTE, rtnl.RTNLGRP_IPV6_ROUTE, rtnl.RTNLGRP_NEXTHOP),
+                    ignore_portid=self._channel.portid,
+                    table=self.table,
+                )
+            except OSError:
+                self._channel.close()
+                raise
         self._lock = asyncio.Lock()
-        # Desired-and-installed state, mirrored from the kernel at start.
-        self._routes: dict[Prefix, tuple[NextHop, ...]] = {}
-        self._route_group: dict[Prefix, int] = {}
+        self._started = False
+        # What the controller wants, and whether that is the whole FIB (after one resync).
+        self._desired: dict[Prefix, FibEntry] = {}
+        self._synced = False
+        # Our picture of the kernel, rebuilt from it by _adopt.
+        self._routes: dict[Prefix, _Route] = {}
+        self._direct: set[Prefix] = set()  # routes with hop_id set (rare)
         self._groups: dict[int, _Group] = {}
         self._group_by_set: dict[tuple[NextHop, ...], int] = {}
+        self._hops: dict[int, NextHop] = {}
         self._hop_ids: dict[NextHop, int] = {}
         self._foreign: set[Prefix] = set()
-        self._taken_ids: set[int] = set()
-        self._id_counter = itertools.count(NEXTHOP_ID_BASE)
+        # Ours at a metric we no longer use -> our group it points at (alive until the route goes).
+        self._stale: dict[tuple[Prefix, int], int | None] = {}
+        self._taken: set[int] = set()
+        self._cursor = 0
+        self._tables_present: set[int] = set()
+        # Interned hops and hop sets, so equal sets are the same object (identity compares are cheap).
+        self._hop_intern: dict[NextHop, NextHop] = {}
+        self._set_intern: dict[tuple[NextHop, ...], tuple[NextHop, ...]] = {}
         self._resolved: dict[Address, NextHop | None] = {}
-        # Per-apply scratch: prefixes re-pointed to a group, and groups/hops deleted, until committed.
-        self._pending_group: dict[Prefix, int] = {}
-        self._dead: tuple[list[int], list[NextHop]] = ([], [])
+        # Notification watcher state (event loop thread).
+        self._events: list[tuple[bool, rtnl.KernelRoute]] = []
+        self._full_pass = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._wake_handle: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -105,367 +263,788 @@ class NodeTableWriter:
         return bool(self._nexthop_objects)
 
     def installed(self) -> Mapping[Prefix, tuple[Address, ...]]:
-        return {prefix: tuple(h.gateway for h in hops) for prefix, hops in self._routes.items()}
+        """Our routes in the table as last read or written: prefix -> gateways.
+
+        Safe to call while a pass runs in its worker thread (the items are copied first).
+        """
+        return {prefix: tuple(h.gateway for h in route.hops) for prefix, route in list(self._routes.items())}
+
+    def foreign(self) -> frozenset[Prefix]:
+        """Prefixes where someone else's route holds our (table, metric)."""
+        return frozenset(self._foreign)
+
+    async def _work(self, function: Callable[..., _T], *args: object) -> _T:
+        """Run kernel work in a thread, under the lock held by the caller.
+
+        If the caller is cancelled, the thread still finishes before the lock is released, so no
+        other pass ever sees the socket or our state mid-batch.
+        """
+        future = asyncio.ensure_future(asyncio.to_thread(function, *args))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            await asyncio.wait([future])
+            raise
 
     async def start(self) -> WriteReport:
-        """Read back what we own in this table and adopt it; returns nothing to do yet."""
+        """Adopt what we own in this table (nothing is removed yet), then start watching it."""
         async with self._lock:
-            await asyncio.to_thread(self._adopt)
+            await self._work(self._adopt)
+        if self._monitor is not None and self._task is None:
+            self._loop = asyncio.get_running_loop()
+            self._wake = asyncio.Event()
+            self._loop.add_reader(self._monitor.fileno(), self._on_notification)
+            self._task = self._loop.create_task(self._background(), name=f"node-writer-{self.table}")
         return WriteReport()
 
     async def apply(self, changes: Mapping[Prefix, FibEntry | None]) -> WriteReport:
+        """Program what changed (None removes), in one batch; rejections never stop the others."""
         async with self._lock:
-            return await asyncio.to_thread(self._apply, dict(changes))
+            todo = dict(changes)
+            for prefix, entry in todo.items():
+                if entry is None:
+                    self._desired.pop(prefix, None)
+                else:
+                    self._desired[prefix] = entry
+            if not self._started:
+                await self._work(self._adopt)
+            return await self._work(self._apply_locked, todo)
 
     async def resync(self, desired: Mapping[Prefix, FibEntry]) -> WriteReport:
         """Make the table match `desired` exactly (for what we own): restore, fix, remove stale."""
         async with self._lock:
-            await asyncio.to_thread(self._adopt)
-            changes: dict[Prefix, FibEntry | None] = {p: None for p in self._routes if p not in desired}
-            self._resolved.clear()
-            for prefix, entry in desired.items():
-                hops = self._resolve_all(entry.nexthops)
-                if self._routes.get(prefix) != hops or not hops:
-                    changes[prefix] = entry
-            return await asyncio.to_thread(self._apply, changes)
+            self._desired = dict(desired)
+            self._synced = True
+            self._events.clear()
+            self._full_pass = False
+            return await self._work(self._resync_locked, self._desired, True)
 
     async def withdraw_all(self) -> WriteReport:
-        """Remove every route and nexthop object we own in this table."""
+        """Remove every route and nexthop object we own for this table; nothing else."""
         async with self._lock:
-            await asyncio.to_thread(self._adopt)
-            return await asyncio.to_thread(self._apply, dict.fromkeys(self._routes))
+            self._desired = {}
+            self._synced = True
+            return await self._work(self._resync_locked, {}, True)
 
     async def close(self) -> None:
-        self._channel.close()
+        """Stop watching and close the sockets; routes stay (a restart adopts them)."""
+        async with self._lock:  # no pass is running, and none starts: the task waits for this lock
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+                self._task = None
+            if self._wake_handle is not None:
+                self._wake_handle.cancel()
+                self._wake_handle = None
+            if self._monitor is not None:
+                if self._loop is not None:
+                    self._loop.remove_reader(self._monitor.fileno())
+                self._monitor.close()
+                self._monitor = None
+            self._channel.close()
 
     # -- kernel state ---------------------------------------------------------------------------
 
+    def _owns_id(self, nh_id: int) -> bool:
+        return nh_id & 0xFFFF0000 == self._block
+
+    def _metric_for(self, prefix: Prefix) -> int:
+        """The metric our route for `prefix` has in the kernel (IPv6 turns 0/absent into 1024)."""
+        if prefix.version == 4:
+            return self.metric or 0
+        return self.metric or 1024
+
+    def _intern(self, hops: Iterable[NextHop]) -> tuple[NextHop, ...]:
+        """The canonical (sorted, deduplicated) hop set, as the one shared tuple of shared hops."""
+        shared = canonical(self._hop_intern.setdefault(h, h) for h in hops)
+        return self._set_intern.setdefault(shared, shared)
+
     def _adopt(self) -> None:
         """Rebuild our picture from the kernel: our routes in our table, our nexthop objects."""
+        with _gc_paused(max(len(self._routes), _BULK)):
+            self._adopt_now()
+
+    def _adopt_now(self) -> None:
         if self._nexthop_objects is None:
             self._nexthop_objects = self._kernel_has_nexthop_objects()
-        kernel_hops: dict[int, rtnl.KernelNexthop] = {}
-        self._taken_ids.clear()
-        if self._nexthop_objects:
-            for nh in self._channel.nexthops():
-                self._taken_ids.add(nh.nh_id)
-                if nh.protocol == self.protocol:
-                    kernel_hops[nh.nh_id] = nh
-        self._routes.clear()
-        self._route_group.clear()
+        self._routes = {}
+        self._direct.clear()
         self._groups.clear()
-        self._group_by_set.clear()
+        self._hops.clear()
         self._hop_ids.clear()
         self._foreign.clear()
-        for nh in kernel_hops.values():
-            if nh.gateway is not None and nh.ifindex is not None and not nh.members:
-                self._hop_ids.setdefault(NextHop(nh.gateway, nh.ifindex), nh.nh_id)
-        for nh in kernel_hops.values():
+        self._stale.clear()
+        self._taken.clear()
+        self._hop_intern.clear()
+        self._set_intern.clear()
+        raw_groups: dict[int, tuple[int, ...]] = {}
+        try:
+            kernel_hops = self._channel.nexthops()
+        except OSError:
+            kernel_hops = []  # no nexthop objects in this kernel: none of ours either
+        for nh in kernel_hops:
+            if not self._owns_id(nh.nh_id):
+                continue
+            self._taken.add(nh.nh_id)
+            if nh.protocol != self.protocol:
+                continue
             if nh.members:
-                members = tuple(
-                    NextHop(m.gateway, m.ifindex)
-                    for m in (kernel_hops.get(i) for i in nh.members)
-                    if m is not None and m.gateway is not None and m.ifindex is not None
+                raw_groups[nh.nh_id] = nh.members
+            elif nh.gateway is not None and nh.ifindex is not None:
+                hop = self._hop_intern.setdefault(
+                    NextHop(nh.gateway, nh.ifindex), NextHop(nh.gateway, nh.ifindex)
                 )
-                self._groups[nh.nh_id] = _Group(members)
-                self._group_by_set.setdefault(members, nh.nh_id)
-        for route in self._channel.routes():
-            if route.table != self.table or route.metric != self.metric_or_none(route.metric):
+                self._hops[nh.nh_id] = hop
+                self._hop_ids.setdefault(hop, nh.nh_id)
+        for gid, ids in raw_groups.items():
+            self._groups[gid] = _Group(ids, self._intern(self._hops[i] for i in ids if i in self._hops))
+        for family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                routes = self._channel.routes(family, self.table)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+                self._tables_present.discard(family)
                 continue
-            if route.protocol != self.protocol:
-                self._foreign.add(route.prefix)
-                continue
-            self._routes[route.prefix] = route.nexthops
-            if route.nh_id is not None and route.nh_id in self._groups:
-                self._route_group[route.prefix] = route.nh_id
-                self._groups[route.nh_id].users.add(route.prefix)
+            self._tables_present.add(family)
+            for route in routes:
+                self._adopt_route(route)
+        self._reindex_groups()
+        self._started = True
 
-    def metric_or_none(self, seen: int | None) -> int | None:
-        """Routes match ours when their metric equals ours (the kernel reports 0 as absent for IPv4)."""
-        if self.metric is None:
-            return seen if seen in (None, 0, 1024) else -1
-        return self.metric
+    def _adopt_route(self, kernel: rtnl.KernelRoute) -> None:
+        if kernel.table != self.table:
+            return
+        prefix = kernel.prefix
+        metric = kernel.metric or 0
+        ours = kernel.protocol == self.protocol
+        if metric != self._metric_for(prefix):
+            if ours:
+                self._add_stale(prefix, metric, kernel.nh_id)
+            return
+        if not ours:
+            self._foreign.add(prefix)
+            return
+        self._routes[prefix] = self._route_from_kernel(kernel)
+        if self._routes[prefix].hop_id is not None:
+            self._direct.add(prefix)
+
+    def _add_stale(self, prefix: Prefix, metric: int, nh_id: int | None) -> None:
+        gid = nh_id if nh_id is not None and nh_id in self._groups else None
+        if gid is not None and (prefix, metric) not in self._stale:
+            self._groups[gid].users += 1
+        self._stale[(prefix, metric)] = gid
+
+    def _drop_stale(self, prefix: Prefix, metric: int) -> None:
+        gid = self._stale.pop((prefix, metric), None)
+        if gid is not None and gid in self._groups:
+            self._groups[gid].users -= 1
+
+    def _route_from_kernel(self, kernel: rtnl.KernelRoute) -> _Route:
+        """Our record for a route of ours the kernel reported (counts it as a user of its group)."""
+        nh_id = kernel.nh_id
+        group = self._groups.get(nh_id) if nh_id is not None else None
+        if group is not None:
+            group.users += 1
+            return _Route(group.members, gid=nh_id)
+        if nh_id is not None and nh_id in self._hops:
+            return _Route(self._intern((self._hops[nh_id],)), hop_id=nh_id)
+        if kernel.rtype == rtnl.RTN_UNICAST and nh_id is None:
+            return _Route(self._intern(kernel.nexthops))
+        return _Route(())  # not something we write (a foreign object, a blackhole): fixed on resync
+
+    def _reindex_groups(self) -> None:
+        self._group_by_set = {}
+        for gid, group in self._groups.items():
+            if group.members:
+                self._group_by_set.setdefault(group.members, gid)
 
     def _kernel_has_nexthop_objects(self) -> bool:
         try:
-            list(self._channel.dump(rtnl.RTM_GETNEXTHOP))
+            self._channel.nexthops()
         except OSError:
             return False
         return True
 
+    def _table_exists(self, family: int) -> bool:
+        """Whether the kernel has our table for `family` (a table-filtered dump answers ENOENT if not)."""
+        if family in self._tables_present:
+            return True
+        try:
+            for _ in self._channel.dump(rtnl.RTM_GETROUTE, family, self.table):
+                pass
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise
+        self._tables_present.add(family)
+        return True
+
     def _resolve(self, gateway: Address) -> NextHop | None:
-        """The on-link next hop (gateway, ifindex) the kernel would use to reach `gateway`."""
+        """The on-link next hop (gateway, ifindex) the kernel would use to reach `gateway`.
+
+        A gateway reached through another router resolves to that router (one level, as the FIB
+        does); a local, blackhole or unroutable gateway resolves to nothing.
+        """
         if gateway in self._resolved:
             return self._resolved[gateway]
-        result = _route_get(gateway)
-        self._resolved[gateway] = result
-        return result
+        answer = self._channel.route_get(gateway)
+        hop: NextHop | None = None
+        if answer is not None and answer.rtype == rtnl.RTN_UNICAST and answer.oif:
+            via = answer.nexthops[0].gateway if answer.nexthops else gateway
+            hop = NextHop(via, answer.oif)
+        self._resolved[gateway] = hop
+        return hop
 
-    def _resolve_all(self, gateways: tuple[Address, ...]) -> tuple[NextHop, ...]:
-        hops = [self._resolve(g) for g in gateways]
-        return tuple(dict.fromkeys(h for h in hops if h is not None))
+    def _resolve_all(self, version: int, gateways: Sequence[Address]) -> tuple[NextHop, ...]:
+        hops = []
+        for gateway in gateways:
+            if version == 6 and gateway.version == 4:
+                continue  # an IPv6 route cannot use an IPv4 gateway
+            hop = self._resolve(gateway)
+            if hop is not None:
+                hops.append(hop)
+        return self._intern(hops)
 
-    def _new_id(self) -> int:
-        while True:
-            candidate = next(self._id_counter)
-            if candidate not in self._taken_ids:
-                self._taken_ids.add(candidate)
+    def _new_id(self) -> int | None:
+        """A free id in our block, or None when all 65,535 are in use (the caller falls back)."""
+        for _ in range(_ID_SLOTS):
+            self._cursor = self._cursor % _ID_SLOTS + 1
+            candidate = self._block | self._cursor
+            if candidate not in self._taken:
+                self._taken.add(candidate)
                 return candidate
+        return None
 
-    # -- planning and sending -----------------------------------------------------------------
+    # -- the resync and apply passes (worker thread, under the lock) ----------------------------
 
-    def _apply(self, changes: dict[Prefix, FibEntry | None]) -> WriteReport:
+    def _resync_locked(self, desired: Mapping[Prefix, FibEntry], remove_stale: bool) -> WriteReport:
+        self._adopt()
+        changes: dict[Prefix, FibEntry | None] = {}
+        if remove_stale:
+            changes.update((p, None) for p in self._routes if p not in desired)
+        changes.update(desired)
+        stale = sorted(self._stale, key=str) if remove_stale else []
+        return self._apply_locked(changes, stale)
+
+    def _apply_locked(
+        self, changes: Mapping[Prefix, FibEntry | None], stale: Sequence[tuple[Prefix, int]] = ()
+    ) -> WriteReport:
+        with _gc_paused(len(changes)):
+            return self._apply_now(changes, stale)
+
+    def _apply_now(
+        self, changes: Mapping[Prefix, FibEntry | None], stale: Sequence[tuple[Prefix, int]]
+    ) -> WriteReport:
         report = WriteReport()
-        batch = Batch()
-        self._pending_group = {}
-        self._dead = ([], [])
-        removals: list[Prefix] = []
-        moves: dict[int | None, dict[tuple[NextHop, ...], list[Prefix]]] = defaultdict(
+        self._resolved = {}
+        sets: tuple[dict[tuple[Address, ...], tuple[NextHop, ...]], ...] = ({}, {})  # per family
+        plan = _Plan(stale=list(stale))
+        moves: dict[int | None, dict[tuple[NextHop, ...], list[tuple[Prefix, _Route | None]]]] = defaultdict(
             lambda: defaultdict(list)
         )
+        routes = self._routes
+        foreign = self._foreign
+        direct = self._direct
+        missing: dict[int, bool] = {}  # family -> table absent (requireTable), probed once per pass
         for prefix, entry in changes.items():
-            if prefix in self._foreign:
+            if foreign and prefix in foreign:
                 if entry is not None:
-                    report.rejected.append(
-                        Rejection(
-                            prefix,
-                            RejectReason.FOREIGN_ROUTE,
-                            f"table {self.table} holds a route for {prefix} we do not own",
-                        )
-                    )
+                    report.rejected.append(self._foreign_rejection(prefix))
                 continue
+            current = routes.get(prefix)
             if entry is None:
-                if prefix in self._routes:
-                    removals.append(prefix)
+                if current is not None:
+                    plan.removals.append((prefix, current))
                 continue
-            hops = self._resolve_all(entry.nexthops)
+            version = prefix.version
+            if self.require_table:
+                family = rtnl.family_of(prefix)
+                if family not in missing:
+                    missing[family] = not self._table_exists(family)
+                if missing[family]:
+                    report.rejected.append(self._missing_table_rejection(prefix))
+                    continue
+            gateways = entry.nexthops
+            memo = sets[version == 6]
+            hops = memo.get(gateways)
+            if hops is None:
+                hops = memo[gateways] = self._resolve_all(version, gateways)
             if not hops:
                 report.rejected.append(
                     Rejection(
                         prefix,
                         RejectReason.UNREACHABLE_NEXT_HOP,
-                        "no next hop reachable: " + ", ".join(str(g) for g in entry.nexthops),
+                        "no next hop reachable: " + ", ".join(str(g) for g in gateways),
                     )
                 )
-                if prefix in self._routes:
-                    removals.append(prefix)
+                if current is not None:
+                    plan.removals.append((prefix, current))
                 continue
-            if self._routes.get(prefix) == hops:
-                continue
-            moves[self._route_group.get(prefix)][hops].append(prefix)
+            if current is not None:
+                if (current.hops is hops or current.hops == hops) and not (direct and prefix in direct):
+                    continue
+                moves[current.gid][hops].append((prefix, current))
+            else:
+                moves[None][hops].append((prefix, None))
 
         if self._nexthop_objects:
-            self._plan_with_groups(batch, moves)
+            self._plan_groups(plan, moves)
         else:
             for targets in moves.values():
-                for hops, prefixes in targets.items():
-                    for prefix in prefixes:
-                        self._add_route(
-                            batch, RouteSpec(prefix, self.table, self.protocol, self.metric, nexthops=hops)
-                        )
-        for prefix in removals:
-            self._channel.add(
-                batch,
-                Op.ROUTE_DELETE,
-                prefix,
-                _builder_route(
-                    rtnl.RTM_DELROUTE,
-                    rtnl.NLM_F_REQUEST,
-                    RouteSpec(prefix, self.table, self.protocol, self.metric),
-                ),
-            )
-        self._plan_garbage(batch, removals)
+                for hops, members in targets.items():
+                    self._plan_routes(plan, members, hops, None)
+        batch = plan.batch
+        for prefix, _current in plan.removals:
+            seq = self._channel.next_seq()
+            batch.messages.append(self._encoder.delete(seq, prefix, self.metric))
+            batch.subjects[seq] = (Op.ROUTE_DELETE, prefix)
+        for prefix, metric in plan.stale:
+            seq = self._channel.next_seq()
+            batch.messages.append(self._encoder.delete(seq, prefix, metric))
+            batch.subjects[seq] = (Op.ROUTE_DELETE, ("stale", prefix, metric))
+
         report.netlink_messages = len(batch.messages)
-        if not batch.messages:
-            return report
-        failures = self._channel.send(batch)
-        failed: dict[object, rtnl.Failure] = {f.subject: f for f in failures}
-        self._commit(changes, removals, failed, report)
+        if batch.messages:
+            self._commit(plan, self._channel.send(batch), report)
+        self._collect_garbage(report)
         return report
 
-    def _add_route(self, batch: Batch, spec: RouteSpec) -> None:
-        self._channel.add(
-            batch, Op.ROUTE_REPLACE, spec.prefix, _builder_route(rtnl.RTM_NEWROUTE, REPLACE, spec)
+    def _foreign_rejection(self, prefix: Prefix) -> Rejection:
+        return Rejection(
+            prefix,
+            RejectReason.FOREIGN_ROUTE,
+            f"table {self.table} holds a route for {prefix} at metric {self._metric_for(prefix)} "
+            "that we do not own (another protocol)",
         )
 
-    def _plan_with_groups(
-        self, batch: Batch, moves: dict[int | None, dict[tuple[NextHop, ...], list[Prefix]]]
+    def _missing_table_rejection(self, prefix: Prefix) -> Rejection:
+        family = _FAMILY_NAME[rtnl.family_of(prefix)]
+        return Rejection(
+            prefix,
+            RejectReason.TABLE_MISSING,
+            f"table {self.table} does not exist for {family} and is not ours to create (requireTable)",
+        )
+
+    def _plan_groups(
+        self,
+        plan: _Plan,
+        moves: Mapping[int | None, Mapping[tuple[NextHop, ...], list[tuple[Prefix, _Route | None]]]],
     ) -> None:
+        leaving: Counter[int] = Counter()
+        for _prefix, removed in plan.removals:
+            if removed.gid is not None:
+                leaving[removed.gid] += 1
+        deferred: list[tuple[tuple[NextHop, ...], list[tuple[Prefix, _Route | None]]]] = []
         for old_gid, targets in moves.items():
-            if old_gid is not None and len(targets) == 1:
-                hops, prefixes = next(iter(targets.items()))
-                group = self._groups[old_gid]
-                if group.users == set(prefixes):
-                    # Every user of this group moves to the same set: rewrite the group in place.
-                    self._ensure_hops(batch, hops)
-                    members = [self._hop_ids[h] for h in hops]
-                    self._channel.add(
-                        batch,
-                        Op.NEXTHOP_REPLACE,
-                        ("group", old_gid),
-                        _builder_group(old_gid, self.protocol, members),
-                    )
-                    if self._group_by_set.get(group.members) == old_gid:
-                        del self._group_by_set[group.members]
-                    group.members = hops
-                    self._group_by_set.setdefault(hops, old_gid)
-                    for prefix in prefixes:
-                        self._routes[prefix] = hops
-                    continue
-            for hops, prefixes in targets.items():
-                gid = self._ensure_group(batch, hops)
-                for prefix in prefixes:
-                    self._add_route(
-                        batch, RouteSpec(prefix, self.table, self.protocol, self.metric, nh_id=gid)
-                    )
-                    self._pending_group[prefix] = gid
+            group = self._groups.get(old_gid) if old_gid is not None else None
+            remaining = dict(targets)
+            if group is not None and old_gid is not None:
+                moving = sum(len(members) for members in targets.values()) + leaving[old_gid]
+                if moving >= group.users:
+                    # Nobody stays on this group: rewrite it for the largest target set, in one message.
+                    hops, members = max(targets.items(), key=lambda item: len(item[1]))
+                    moved = [(prefix, current) for prefix, current in members if current is not None]
+                    if self._plan_rewrite(plan, old_gid, hops, moved):
+                        del remaining[hops]
+            deferred.extend(remaining.items())
+        self._reindex_groups()
+        for hops, members in deferred:
+            self._plan_routes(plan, members, hops, self._ensure_group(plan, hops))
 
-    def _ensure_hops(self, batch: Batch, hops: tuple[NextHop, ...]) -> None:
+    def _plan_rewrite(
+        self, plan: _Plan, gid: int, hops: tuple[NextHop, ...], moved: list[tuple[Prefix, _Route]]
+    ) -> bool:
+        if not self._ensure_hops(plan, hops):
+            return False
+        group = self._groups[gid]
+        member_ids = tuple(self._hop_ids[h] for h in hops)
+        before = _Group(group.member_ids, group.members)
+        group.member_ids, group.members = member_ids, hops
+        plan.rewrites[gid] = (before, _Group(member_ids, hops), moved)
+        self._channel.add(
+            plan.batch,
+            Op.NEXTHOP_REPLACE,
+            ("group", gid),
+            _builder_group(REPLACE, gid, self.protocol, member_ids),
+        )
+        return True
+
+    def _ensure_hops(self, plan: _Plan, hops: tuple[NextHop, ...]) -> bool:
         for hop in hops:
-            if hop not in self._hop_ids:
-                nh_id = self._new_id()
-                self._hop_ids[hop] = nh_id
-                self._channel.add(
-                    batch, Op.NEXTHOP_REPLACE, ("hop", nh_id), _builder_hop(nh_id, self.protocol, hop)
-                )
+            if hop in self._hop_ids:
+                continue
+            nh_id = self._new_id()
+            if nh_id is None:
+                return False
+            self._hop_ids[hop] = nh_id
+            self._hops[nh_id] = hop
+            plan.new_hops[nh_id] = hop
+            build = _builder_hop(nh_id, self.protocol, hop)
+            self._channel.add(plan.batch, Op.NEXTHOP_CREATE, ("hop", nh_id), build)
+        return True
 
-    def _ensure_group(self, batch: Batch, hops: tuple[NextHop, ...]) -> int:
+    def _ensure_group(self, plan: _Plan, hops: tuple[NextHop, ...]) -> int | None:
+        """The group for this hop set, created if needed; None when out of ids (explicit route)."""
         gid = self._group_by_set.get(hops)
         if gid is not None:
             return gid
-        self._ensure_hops(batch, hops)
+        if not self._ensure_hops(plan, hops):
+            return None
         gid = self._new_id()
-        self._channel.add(
-            batch,
-            Op.NEXTHOP_REPLACE,
-            ("group", gid),
-            _builder_group(gid, self.protocol, [self._hop_ids[h] for h in hops]),
-        )
-        self._groups[gid] = _Group(hops)
+        if gid is None:
+            return None
+        member_ids = tuple(self._hop_ids[h] for h in hops)
+        self._groups[gid] = _Group(member_ids, hops)
         self._group_by_set[hops] = gid
+        plan.new_groups.add(gid)
+        self._channel.add(
+            plan.batch,
+            Op.NEXTHOP_CREATE,
+            ("group", gid),
+            _builder_group(CREATE, gid, self.protocol, member_ids),
+        )
         return gid
 
-    def _plan_garbage(self, batch: Batch, removals: list[Prefix]) -> None:
-        """Delete groups nobody will use after this batch, then nexthops no group uses (in that order)."""
-        if not self._nexthop_objects:
+    def _plan_routes(
+        self,
+        plan: _Plan,
+        members: list[tuple[Prefix, _Route | None]],
+        hops: tuple[NextHop, ...],
+        gid: int | None,
+    ) -> None:
+        """A replace for each route we hold, an exclusive create otherwise (never overwrites theirs).
+
+        One loop with local names for a whole hop set: this runs once per route of a bulk install.
+        """
+        encode = self._encoder.new
+        next_seq = self._channel.next_seq
+        append = plan.batch.messages.append
+        subjects = plan.batch.subjects
+        planned = plan.routes.append
+        for prefix, current in members:
+            seq = next_seq()
+            if current is not None:
+                append(encode(REPLACE, seq, prefix, gid, hops))
+                subjects[seq] = (Op.ROUTE_REPLACE, prefix)
+            else:
+                append(encode(CREATE, seq, prefix, gid, hops))
+                subjects[seq] = (Op.ROUTE_CREATE, prefix)
+            planned((prefix, current, hops, gid))
+
+    # -- commit -----------------------------------------------------------------------------------
+
+    def _commit(self, plan: _Plan, result: SendResult, report: WriteReport) -> None:
+        """Record what the kernel accepted; report what it refused, per prefix, with the root cause."""
+        if result.lost:
+            self._commit_from_kernel(plan, result, report)
             return
-        pending = self._pending_group
-        users: dict[int, int] = {gid: len(g.users) for gid, g in self._groups.items()}
-        for prefix, gid in pending.items():
-            users[gid] = users.get(gid, 0) + 1
-            old = self._route_group.get(prefix)
-            if old is not None and old != gid:
-                users[old] -= 1
-        for prefix in removals:
-            old = self._route_group.get(prefix)
-            if old is not None:
-                users[old] -= 1
-        dead_groups = [gid for gid, count in users.items() if count <= 0]
+        hop_fail: dict[int, rtnl.Failure] = {}
+        group_fail: dict[int, rtnl.Failure] = {}
+        route_fail: dict[object, rtnl.Failure] = {}
+        delete_fail: dict[object, rtnl.Failure] = {}
+        for failure in result.failures:
+            subject = failure.subject
+            if failure.op in (Op.NEXTHOP_CREATE, Op.NEXTHOP_REPLACE) and isinstance(subject, tuple):
+                (hop_fail if subject[0] == "hop" else group_fail)[subject[1]] = failure
+            elif failure.op in (Op.ROUTE_CREATE, Op.ROUTE_REPLACE):
+                route_fail[subject] = failure
+            elif failure.op is Op.ROUTE_DELETE:
+                delete_fail[subject] = failure
+
+        # Objects the kernel did not create do not exist; groups built on a failed hop failed too.
+        hop_cause: dict[NextHop, rtnl.Failure] = {}
+        for nh_id, failure in hop_fail.items():
+            hop = plan.new_hops.get(nh_id)
+            if hop is None:
+                continue
+            hop_cause[hop] = failure
+            self._hops.pop(nh_id, None)
+            self._taken.discard(nh_id)
+            if self._hop_ids.get(hop) == nh_id:
+                del self._hop_ids[hop]
+        group_cause: dict[int, rtnl.Failure] = {}
+        for gid in plan.new_groups:
+            cause = _first_cause(self._groups[gid].members, hop_cause) or group_fail.get(gid)
+            if cause is not None:
+                group_cause[gid] = cause
+                del self._groups[gid]
+                self._taken.discard(gid)
+        for gid, (before, after, moved) in plan.rewrites.items():
+            cause = group_fail.get(gid) or _first_cause(after.members, hop_cause)
+            if cause is not None:
+                group = self._groups[gid]
+                group.member_ids, group.members = before.member_ids, before.members
+                group_cause[gid] = cause
+                for prefix, _route in moved:
+                    report.rejected.append(Rejection(prefix, _reason(cause), cause.reason))
+                continue
+            for _prefix, route in moved:
+                route.hops = after.members
+            report.installed += len(moved)
+        self._reindex_groups()
+
+        groups = self._groups
+        routes = self._routes
+        for prefix, current, hops, target in plan.routes:
+            refused = route_fail.get(prefix) if route_fail else None
+            root = None
+            if group_cause or hop_cause:
+                root = group_cause.get(target) if target is not None else _first_cause(hops, hop_cause)
+            if refused is None:
+                pointed = groups.get(target) if target is not None else None
+                actual = pointed.members if pointed is not None else hops
+                if current is None:
+                    routes[prefix] = _Route(actual, target if pointed is not None else None)
+                else:
+                    self._repoint(prefix, current, actual, target if pointed is not None else None)
+                if pointed is not None:
+                    pointed.users += 1
+                if root is None:
+                    report.installed += 1
+                    continue
+            if root is None and refused is not None and refused.errno == errno.EEXIST:
+                # Our exclusive create met a route at our (prefix, metric): someone else's.
+                self._foreign.add(prefix)
+                report.rejected.append(self._foreign_rejection(prefix))
+                continue
+            why = root or refused
+            assert why is not None
+            report.rejected.append(Rejection(prefix, _reason(why), why.reason))
+
+        for prefix, current in plan.removals:
+            refused = delete_fail.get(prefix) if delete_fail else None
+            if refused is None or refused.errno == errno.ESRCH:  # ESRCH: already gone
+                self._forget(prefix, current)
+                report.removed += 1
+            else:
+                text = "delete: " + refused.reason
+                report.rejected.append(Rejection(prefix, RejectReason.KERNEL_REFUSED, text))
+        for prefix, metric in plan.stale:
+            refused = delete_fail.get(("stale", prefix, metric))
+            if refused is None or refused.errno == errno.ESRCH:
+                self._drop_stale(prefix, metric)
+                report.removed += 1
+
+    def _commit_from_kernel(self, plan: _Plan, result: SendResult, report: WriteReport) -> None:
+        """Error reports were lost (receive buffer overflow): read the truth back instead."""
+        log.warning("netlink errors lost in a batch; re-reading table %d", self.table)
+        self._adopt()
+        known = {f.subject: f for f in result.failures}
+        wanted = {prefix: hops for prefix, _current, hops, _gid in plan.routes}
+        for _before, after, moved in plan.rewrites.values():
+            wanted.update((prefix, after.members) for prefix, _route in moved)
+        for prefix, hops in wanted.items():
+            route = self._routes.get(prefix)
+            if route is not None and route.hops == hops:
+                report.installed += 1
+                continue
+            failure = known.get(prefix)
+            reason = _reason(failure) if failure is not None else RejectReason.KERNEL_REFUSED
+            text = failure.reason if failure is not None else "refused (the kernel's error report was lost)"
+            report.rejected.append(Rejection(prefix, reason, text))
+        report.removed += sum(1 for prefix, _current in plan.removals if prefix not in self._routes)
+
+    def _repoint(self, prefix: Prefix, route: _Route, hops: tuple[NextHop, ...], gid: int | None) -> None:
+        """Update our record of a route in place; the caller counts the new group's user."""
+        if route.gid is not None and route.gid in self._groups:
+            self._groups[route.gid].users -= 1
+        if route.hop_id is not None:
+            self._direct.discard(prefix)
+        route.hops, route.gid, route.hop_id = hops, gid, None
+
+    def _forget(self, prefix: Prefix, route: _Route) -> None:
+        self._routes.pop(prefix, None)
+        if route.gid is not None and route.gid in self._groups:
+            self._groups[route.gid].users -= 1
+        if route.hop_id is not None:
+            self._direct.discard(prefix)
+
+    def _collect_garbage(self, report: WriteReport) -> None:
+        """Delete our groups nobody points at, then our hop objects no live group uses (second batch)."""
+        dead_groups = [gid for gid, group in self._groups.items() if group.users <= 0]
+        live_hops = {i for group in self._groups.values() if group.users > 0 for i in group.member_ids}
+        live_hops.update(hop_id for p in self._direct if (hop_id := self._routes[p].hop_id) is not None)
+        dead_hops = [nh_id for nh_id in self._hops if nh_id not in live_hops]
+        if not dead_groups and not dead_hops:
+            return
+        batch = Batch()
         for gid in dead_groups:
             self._channel.add(batch, Op.NEXTHOP_DELETE, ("group", gid), _builder_del_nexthop(gid))
-        live_hops = {h for gid, g in self._groups.items() if gid not in dead_groups for h in g.members}
-        for hop, nh_id in list(self._hop_ids.items()):
-            if hop not in live_hops:
-                self._channel.add(batch, Op.NEXTHOP_DELETE, ("hop", nh_id), _builder_del_nexthop(nh_id))
-        self._dead = (dead_groups, [h for h in self._hop_ids if h not in live_hops])
-
-    def _commit(
-        self,
-        changes: dict[Prefix, FibEntry | None],
-        removals: list[Prefix],
-        failed: dict[object, rtnl.Failure],
-        report: WriteReport,
-    ) -> None:
-        """Record what the kernel accepted; report what it refused, per prefix."""
-        pending = self._pending_group
-        for prefix in removals:
-            failure = failed.get(prefix)
-            if failure is None or failure.errno == 3:  # ESRCH: already gone
-                self._forget_route(prefix)
-                report.removed += 1
-        for prefix, entry in changes.items():
-            if entry is None or prefix in removals or prefix in self._foreign:
-                continue
-            failure = failed.get(prefix)
-            if failure is not None:
-                reason = (
-                    RejectReason.UNREACHABLE_NEXT_HOP
-                    if failure.errno in (101, 113, 22)
-                    else RejectReason.KERNEL_REFUSED
-                )
-                report.rejected.append(Rejection(prefix, reason, failure.reason))
-                pending.pop(prefix, None)
-                continue
-            if prefix in pending:
-                gid = pending.pop(prefix)
-                old = self._route_group.get(prefix)
-                if old is not None and old in self._groups:
-                    self._groups[old].users.discard(prefix)
-                self._route_group[prefix] = gid
-                self._groups[gid].users.add(prefix)
-                self._routes[prefix] = self._groups[gid].members
-                report.installed += 1
-            elif not self._nexthop_objects:
-                hops = self._resolve_all(entry.nexthops)
-                self._routes[prefix] = hops
-                report.installed += 1
-            elif prefix in self._routes:
-                report.installed += 1  # moved by a group rewrite
-        dead_groups, dead_hops = self._dead
+        for nh_id in dead_hops:
+            self._channel.add(batch, Op.NEXTHOP_DELETE, ("hop", nh_id), _builder_del_nexthop(nh_id))
+        report.netlink_messages += len(batch.messages)
+        result = self._channel.send(batch)
+        refused = {f.subject for f in result.failures if f.errno != errno.ENOENT}
         for gid in dead_groups:
-            if ("group", gid) not in failed:
-                group = self._groups.pop(gid, None)
-                if group is not None and self._group_by_set.get(group.members) == gid:
-                    del self._group_by_set[group.members]
-        for hop in dead_hops:
-            nh_id = self._hop_ids.get(hop)
-            if nh_id is not None and ("hop", nh_id) not in failed:
-                del self._hop_ids[hop]
-        self._dead = ([], [])
-        for failure in failed.values():
-            if failure.op in (Op.NEXTHOP_REPLACE, Op.NEXTHOP_DELETE):
-                log.warning(
-                    "nexthop request failed",
-                    extra={"subject": str(failure.subject), "reason": failure.reason},
-                )
+            if ("group", gid) not in refused:
+                del self._groups[gid]
+                self._taken.discard(gid)
+        for nh_id in dead_hops:
+            if ("hop", nh_id) not in refused:
+                hop = self._hops.pop(nh_id)
+                self._taken.discard(nh_id)
+                if self._hop_ids.get(hop) == nh_id:
+                    del self._hop_ids[hop]
+                    other = next((i for i, h in self._hops.items() if h == hop), None)
+                    if other is not None:
+                        self._hop_ids[hop] = other
+        self._reindex_groups()
+        for failure in result.failures:
+            if failure.errno != errno.ENOENT:
+                log.warning("nexthop delete refused: %s %s", failure.subject, failure.reason)
 
-    def _forget_route(self, prefix: Prefix) -> None:
-        self._routes.pop(prefix, None)
-        gid = self._route_group.pop(prefix, None)
-        if gid is not None and gid in self._groups:
-            self._groups[gid].users.discard(prefix)
+    # -- notification watcher (event loop thread) -------------------------------------------------
+
+    def _on_notification(self) -> None:
+        """Queue route changes in our table made by anyone but us; nexthop changes to our ids."""
+        monitor = self._monitor
+        if monitor is None:
+            return
+        while True:
+            try:
+                data = monitor.recv(1 << 20)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:  # notifications were lost: only a full pass is safe
+                    self._full_pass = True
+                    continue
+                log.warning("netlink monitor failed: %s", exc)
+                break
+            for kind, _flags, _seq, pid, payload in rtnl.iter_messages(data):
+                if pid == self._channel.portid:
+                    continue
+                if kind in (rtnl.RTM_NEWROUTE, rtnl.RTM_DELROUTE):
+                    route = rtnl.decode_route(payload)
+                    if route is not None and route.table == self.table:
+                        self._events.append((kind == rtnl.RTM_NEWROUTE, route))
+                elif kind in (rtnl.RTM_NEWNEXTHOP, rtnl.RTM_DELNEXTHOP):
+                    nexthop = rtnl.decode_nexthop(payload)
+                    if nexthop is not None and self._owns_id(nexthop.nh_id):
+                        self._full_pass = True
+        if (self._events or self._full_pass) and self._wake_handle is None and self._loop is not None:
+            self._wake_handle = self._loop.call_later(self.debounce, self._wake_up)
+
+    def _wake_up(self) -> None:
+        self._wake_handle = None
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _background(self) -> None:
+        """Debounced repair after notifications, and the periodic full resync."""
+        assert self._wake is not None
+        while True:
+            periodic = False
+            try:
+                if self.resync_interval is None:
+                    await self._wake.wait()
+                else:
+                    await asyncio.wait_for(self._wake.wait(), self.resync_interval)
+            except TimeoutError:
+                periodic = True
+            self._wake.clear()
+            try:
+                report = await self._repair(periodic)
+            except OSError as exc:
+                log.warning("table %d repair failed: %s", self.table, exc)
+                continue
+            if report is not None and self._on_report is not None:
+                self._on_report(report)
+
+    async def _repair(self, full: bool) -> WriteReport | None:
+        async with self._lock:
+            events, self._events = self._events, []
+            full = full or self._full_pass
+            self._full_pass = False
+            if full:
+                return await self._work(self._resync_locked, dict(self._desired), self._synced)
+            changes: dict[Prefix, FibEntry | None] = {}
+            for prefix in self._absorb(events):
+                if prefix in self._desired:
+                    changes[prefix] = self._desired[prefix]
+                elif self._synced and prefix in self._routes:
+                    changes[prefix] = None
+            if not changes:
+                return None
+            return await self._work(self._apply_locked, changes)
+
+    def _absorb(self, events: Iterable[tuple[bool, rtnl.KernelRoute]]) -> set[Prefix]:
+        """Fold others' changes into our picture; return the prefixes to look at again."""
+        dirty: set[Prefix] = set()
+        for is_new, kernel in events:
+            prefix = kernel.prefix
+            metric = kernel.metric or 0
+            ours = kernel.protocol == self.protocol
+            if metric != self._metric_for(prefix):
+                if ours and is_new:
+                    self._add_stale(prefix, metric, kernel.nh_id)
+                elif ours:
+                    self._drop_stale(prefix, metric)
+                continue
+            current = self._routes.get(prefix)
+            if not ours:
+                if is_new:
+                    # Someone's route now holds our key (a replace removed ours): it is theirs.
+                    self._foreign.add(prefix)
+                    if current is not None:
+                        self._forget(prefix, current)
+                    dirty.add(prefix)
+                elif prefix in self._foreign:
+                    self._foreign.discard(prefix)
+                    dirty.add(prefix)
+                continue
+            if not is_new:
+                if current is not None:
+                    self._forget(prefix, current)
+                    dirty.add(prefix)
+                continue
+            seen = self._route_from_kernel(kernel)  # counts a user of its group
+            if current is not None and (current.hops, current.gid, current.hop_id) == (
+                seen.hops,
+                seen.gid,
+                seen.hop_id,
+            ):
+                if seen.gid is not None:
+                    self._groups[seen.gid].users -= 1  # nothing changed: undo the count
+                continue
+            if current is not None:
+                self._forget(prefix, current)
+            self._routes[prefix] = seen
+            if seen.hop_id is not None:
+                self._direct.add(prefix)
+            dirty.add(prefix)
+        return dirty
 
 
-def _builder_route(op: int, flags: int, spec: RouteSpec) -> rtnl.Builder:
-    return lambda seq: rtnl.encode_route(op, flags, seq, spec)
+def _first_cause(hops: Iterable[NextHop], causes: Mapping[NextHop, rtnl.Failure]) -> rtnl.Failure | None:
+    for hop in hops:
+        if hop in causes:
+            return causes[hop]
+    return None
+
+
+def _reason(failure: rtnl.Failure) -> RejectReason:
+    """Map the kernel's refusal to a bounded reason."""
+    if failure.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN):
+        return RejectReason.UNREACHABLE_NEXT_HOP
+    if failure.op is Op.NEXTHOP_CREATE and failure.errno in (errno.EINVAL, errno.ENODEV):
+        return RejectReason.UNREACHABLE_NEXT_HOP  # the kernel validates a nexthop object's gateway
+    if "gateway" in failure.message.lower():
+        return RejectReason.UNREACHABLE_NEXT_HOP
+    if failure.errno == errno.EEXIST:
+        return RejectReason.FOREIGN_ROUTE
+    return RejectReason.KERNEL_REFUSED
 
 
 def _builder_hop(nh_id: int, protocol: int, hop: NextHop) -> rtnl.Builder:
-    return lambda seq: rtnl.encode_nexthop(REPLACE, seq, nh_id, protocol, hop)
+    return lambda seq: rtnl.encode_nexthop(CREATE, seq, nh_id, protocol, hop)
 
 
-def _builder_group(gid: int, protocol: int, members: list[int]) -> rtnl.Builder:
-    return lambda seq: rtnl.encode_group(REPLACE, seq, gid, protocol, members)
+def _builder_group(flags: int, gid: int, protocol: int, members: Sequence[int]) -> rtnl.Builder:
+    return lambda seq: rtnl.encode_group(flags, seq, gid, protocol, members)
 
 
 def _builder_del_nexthop(nh_id: int) -> rtnl.Builder:
     return lambda seq: rtnl.encode_del_nexthop(seq, nh_id)
-
-
-def _route_get(gateway: Address) -> NextHop | None:
-    """Ask the kernel how it reaches `gateway` (RTM_GETROUTE), recursing one level like the FIB does."""
-    family = socket.AF_INET if gateway.version == 4 else socket.AF_INET6
-    try:
-        with IPRoute() as ipr:
-            answers = ipr.route("get", dst=str(gateway), family=family)
-    except Exception:  # an unreachable gateway is reported as such, never raised
-        return None
-    for answer in answers:
-        if answer.get("type", 1) != rtnl.RTN_UNICAST:
-            continue
-        oif = answer.get_attr("RTA_OIF")
-        via = answer.get_attr("RTA_GATEWAY")
-        if oif is None:
-            continue
-        return NextHop(ip_address(via) if via else gateway, int(oif))
-    return None

@@ -1,0 +1,315 @@
+"""NodeTableWriter planning and failure handling against an in-memory kernel (fake_kernel.py).
+
+What a real kernel does is covered in tests/integration/test_node_writer.py; here the batches are
+inspected message by message, and the kernel refuses on demand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from ipaddress import IPv4Address, ip_address, ip_network
+
+import pytest
+
+from controller.writers import rtnl
+from controller.writers.base import Address, FibEntry, Prefix, RejectReason
+from controller.writers.netlink import NodeTableWriter
+from tests.controller.writers.fake_kernel import FakeKernel
+
+TABLE = 100
+METRIC = 50
+A, B, C = IPv4Address("10.0.1.2"), IPv4Address("10.0.2.2"), IPv4Address("10.0.3.2")
+
+
+@pytest.fixture
+def kernel() -> FakeKernel:
+    return FakeKernel(reachable={A: 2, B: 3, C: 4})
+
+
+async def started(
+    kernel: FakeKernel, *, objects: bool = True, metric: int | None = METRIC
+) -> NodeTableWriter:
+    writer = NodeTableWriter(
+        TABLE,
+        metric=metric,
+        use_nexthop_objects=objects,
+        watch=False,
+        channel=kernel,
+    )
+    await writer.start()
+    return writer
+
+
+def vips(count: int, first: str = "10.64.0.0") -> list[Prefix]:
+    base = int(IPv4Address(first))
+    return [ip_network((base + i, 32)) for i in range(count)]
+
+
+def via(prefixes: Iterable[Prefix], *gateways: Address) -> dict[Prefix, FibEntry]:
+    return {p: FibEntry(p, gateways) for p in prefixes}
+
+
+@pytest.mark.parametrize("count", [1, 10, 5000])
+async def test_failover_of_a_whole_group_is_three_messages_whatever_the_count(
+    kernel: FakeKernel, count: int
+) -> None:
+    writer = await started(kernel)
+    prefixes = vips(count)
+    await writer.apply(via(prefixes, A))
+    kernel.messages.clear()
+
+    report = await writer.apply(via(prefixes, B))
+
+    assert report.installed == count
+    assert report.netlink_messages == 3
+    assert kernel.messages == [rtnl.RTM_NEWNEXTHOP, rtnl.RTM_NEWNEXTHOP, rtnl.RTM_DELNEXTHOP]
+    assert {tuple(kernel.gateways(TABLE, p, METRIC)) for p in prefixes} == {(str(B),)}
+    assert set(writer.installed().values()) == {(B,)}
+
+
+async def test_split_failover_rewrites_the_group_for_the_majority(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    prefixes = vips(1000)
+    await writer.apply(via(prefixes, A))
+    kernel.messages.clear()
+    changes = via(prefixes[:900], B) | via(prefixes[900:], C)
+
+    report = await writer.apply(changes)
+
+    assert report.installed == 1000
+    # hop B, group rewrite, hop C, group C, 100 route replaces; then hop A is collected.
+    assert kernel.count(rtnl.RTM_NEWROUTE) == 100
+    assert report.netlink_messages == 105
+    assert {p: kernel.gateways(TABLE, p, METRIC) for p in prefixes} == {
+        p: [str(B) if i < 900 else str(C)] for i, p in enumerate(prefixes)
+    }
+
+
+async def test_group_is_not_rewritten_while_some_of_its_routes_stay(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    prefixes = vips(10)
+    await writer.apply(via(prefixes, A))
+    kernel.messages.clear()
+
+    report = await writer.apply(via(prefixes[:5], B))
+
+    assert report.installed == 5
+    assert kernel.count(rtnl.RTM_NEWROUTE) == 5
+    assert [kernel.gateways(TABLE, p, METRIC) for p in prefixes] == [[str(B)]] * 5 + [[str(A)]] * 5
+
+
+async def test_swapping_two_groups_in_one_apply(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    left, right = vips(5), vips(5, "10.65.0.0")
+    await writer.apply(via(left, A) | via(right, B))
+    kernel.messages.clear()
+
+    report = await writer.apply(via(left, B) | via(right, A))
+
+    assert report.netlink_messages == 2  # two group rewrites, nothing else
+    assert {tuple(kernel.gateways(TABLE, p, METRIC)) for p in left} == {(str(B),)}
+    assert {tuple(kernel.gateways(TABLE, p, METRIC)) for p in right} == {(str(A),)}
+    # The hop sets are tracked right: a new prefix on A joins the group that now holds A.
+    await writer.apply(via(vips(1, "10.66.0.0"), A))
+    assert len({r.nh_id for r in kernel.fib.values()}) == 2
+
+
+async def test_ecmp_member_leaving_rewrites_the_set(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    prefixes = vips(20)
+    await writer.apply(via(prefixes, C, A, B))  # order does not matter: one canonical set
+    assert {tuple(kernel.gateways(TABLE, p, METRIC)) for p in prefixes} == {(str(A), str(B), str(C))}
+    kernel.messages.clear()
+
+    report = await writer.apply(via(prefixes, B, C))
+
+    assert report.netlink_messages == 2  # the rewrite, then hop A collected
+    assert {tuple(kernel.gateways(TABLE, p, METRIC)) for p in prefixes} == {(str(B), str(C))}
+
+
+async def test_kernel_refusing_a_nexthop_rejects_its_routes_and_installs_the_rest(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    kernel.refuse_hops.add(C)
+    good, bad = vips(3), vips(2, "10.65.0.0")
+
+    report = await writer.apply(via(good, A) | via(bad, C))
+
+    assert report.installed == 3
+    assert {r.prefix: r.reason for r in report.rejected} == dict.fromkeys(
+        bad, RejectReason.UNREACHABLE_NEXT_HOP
+    )
+    assert all("Nexthop has invalid gateway" in r.message for r in report.rejected)
+    assert set(writer.installed()) == set(good)
+    assert {k[1] for k in kernel.fib} == set(good)
+
+    kernel.refuse_hops.clear()  # the gateway becomes usable: the next pass installs them
+    report = await writer.resync(via(good, A) | via(bad, C))
+    assert report.installed == 2
+    assert report.rejected == []
+    assert {tuple(kernel.gateways(TABLE, p, METRIC)) for p in bad} == {(str(C),)}
+
+
+async def test_kernel_refusing_a_group_rewrite_keeps_routes_where_they_were(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    prefixes = vips(4)
+    await writer.apply(via(prefixes, A))
+    group = next(iter(kernel.fib.values())).nh_id
+    assert group is not None
+    kernel.refuse_groups.add(group)
+
+    report = await writer.apply(via(prefixes, B))
+
+    assert report.installed == 0
+    assert {r.reason for r in report.rejected} == {RejectReason.KERNEL_REFUSED}
+    assert set(writer.installed().values()) == {(A,)}
+    assert {tuple(kernel.gateways(TABLE, p, METRIC)) for p in prefixes} == {(str(A),)}
+
+
+async def test_kernel_refusing_one_route_does_not_stop_the_others(kernel: FakeKernel) -> None:
+    for objects in (True, False):
+        kernel = FakeKernel(reachable={A: 2, B: 3})
+        writer = await started(kernel, objects=objects)
+        prefixes = vips(5)
+        kernel.refuse_routes.add(prefixes[2])
+
+        report = await writer.apply(via(prefixes, A))
+
+        assert report.installed == 4
+        assert [(r.prefix, r.reason) for r in report.rejected] == [(prefixes[2], RejectReason.KERNEL_REFUSED)]
+        assert prefixes[2] not in writer.installed()
+
+
+async def test_unreachable_gateway_is_rejected_before_anything_is_sent(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    lost = ip_address("10.99.0.1")
+    await writer.apply(via(vips(1), A))
+    kernel.messages.clear()
+
+    report = await writer.apply(via(vips(1), lost) | via(vips(1, "10.65.0.0"), lost, B))
+
+    # The first route loses its only next hop: removed, not left pointing at a dead one.
+    assert [(r.prefix, r.reason) for r in report.rejected] == [
+        (vips(1)[0], RejectReason.UNREACHABLE_NEXT_HOP)
+    ]
+    assert report.removed == 1
+    assert kernel.gateways(TABLE, vips(1, "10.65.0.0")[0], METRIC) == [str(B)]
+
+
+async def test_lost_error_reports_are_settled_by_reading_the_table_back(kernel: FakeKernel) -> None:
+    writer = await started(kernel, objects=False)
+    prefixes = vips(3)
+    kernel.refuse_routes.add(prefixes[0])
+    kernel.lose_errors = True
+
+    report = await writer.apply(via(prefixes, A))
+
+    assert report.installed == 2
+    assert [(r.prefix, r.reason) for r in report.rejected] == [(prefixes[0], RejectReason.KERNEL_REFUSED)]
+    assert set(writer.installed()) == set(prefixes[1:])
+
+
+async def test_exclusive_create_over_an_unseen_foreign_route_reports_it(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    prefix = vips(1)[0]
+    kernel.add_foreign(TABLE, prefix, METRIC, A)  # after start: the writer has not seen it
+
+    report = await writer.apply(via([prefix], B))
+
+    assert [(r.prefix, r.reason) for r in report.rejected] == [(prefix, RejectReason.FOREIGN_ROUTE)]
+    assert kernel.fib[(TABLE, prefix, METRIC)].protocol == 3
+    assert prefix in writer.foreign()
+    assert (await writer.apply({prefix: None})).removed == 0  # and it is not ours to remove
+    assert (TABLE, prefix, METRIC) in kernel.fib
+
+
+async def test_restart_adopts_and_only_resync_removes_stale(kernel: FakeKernel) -> None:
+    first = await started(kernel)
+    prefixes = vips(10)
+    await first.apply(via(prefixes, A))
+    before = dict(kernel.fib)
+    kernel.messages.clear()
+
+    second = await started(kernel)
+    assert set(second.installed()) == set(prefixes)
+    assert (await second.apply(via(prefixes[:3], A))).netlink_messages == 0  # already right
+    report = await second.resync(via(prefixes[:8], A))
+
+    assert (report.installed, report.removed) == (0, 2)
+    assert kernel.messages == [rtnl.RTM_DELROUTE, rtnl.RTM_DELROUTE]
+    assert kernel.fib == {k: v for k, v in before.items() if k[1] in prefixes[:8]}
+
+
+async def test_route_at_an_old_metric_is_kept_until_the_first_resync(kernel: FakeKernel) -> None:
+    old = await started(kernel, metric=60)
+    prefixes = vips(2)
+    await old.apply(via(prefixes, A))
+
+    writer = await started(kernel, metric=METRIC)  # the configured metric changed across a restart
+    await writer.apply(via(vips(1, "10.65.0.0"), B))  # unrelated work collects nothing of the old
+    assert {(k[1], k[2]) for k in kernel.fib} >= {(p, 60) for p in prefixes}
+    assert all(r.nh_id in kernel.objects for r in kernel.fib.values())
+
+    report = await writer.resync(via(prefixes, A) | via(vips(1, "10.65.0.0"), B))
+
+    assert report.installed == 2
+    assert report.removed == 2
+    assert {(k[1], k[2]) for k in kernel.fib} == {(p, METRIC) for p in [*prefixes, *vips(1, "10.65.0.0")]}
+
+
+async def test_missing_table_rejects_only_its_family(kernel: FakeKernel) -> None:
+    kernel.tables.add((2, TABLE))  # IPv4 table exists; IPv6 does not
+    writer = NodeTableWriter(
+        TABLE,
+        metric=METRIC,
+        watch=False,
+        require_table=True,
+        channel=kernel,
+    )
+    await writer.start()
+    v6 = ip_network("2001:db8:ff::1/128")
+    gateway6 = ip_address("2001:db8:1::2")
+    kernel.reachable[gateway6] = 2
+
+    report = await writer.apply(via(vips(2), A) | {v6: FibEntry(v6, (gateway6,))})
+
+    assert report.installed == 2
+    assert [(r.prefix, r.reason) for r in report.rejected] == [(v6, RejectReason.TABLE_MISSING)]
+
+
+async def test_withdraw_all_leaves_nothing_of_ours_and_everything_else(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    await writer.apply(via(vips(5), A) | via(vips(5, "10.65.0.0"), A, B))
+    foreign = vips(1, "10.70.0.0")[0]
+    kernel.add_foreign(TABLE, foreign, METRIC, A)
+
+    report = await writer.withdraw_all()
+
+    assert report.removed == 10
+    assert list(kernel.fib) == [(TABLE, foreign, METRIC)]
+    assert kernel.objects == {}
+
+
+async def test_watcher_events_restore_ours_and_yield_to_theirs(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    prefixes = vips(3)
+    await writer.resync(via(prefixes, A))
+    deleted = kernel.fib.pop((TABLE, prefixes[0], METRIC))
+    kernel.add_foreign(TABLE, prefixes[1], METRIC, B)  # `ip route replace`: ours is gone, theirs is there
+    theirs = kernel.fib[(TABLE, prefixes[1], METRIC)]
+    writer._events = [(False, deleted), (True, theirs)]
+
+    report = await writer._repair(full=False)
+
+    assert report is not None
+    assert report.installed == 1
+    assert [(r.prefix, r.reason) for r in report.rejected] == [(prefixes[1], RejectReason.FOREIGN_ROUTE)]
+    assert kernel.gateways(TABLE, prefixes[0], METRIC) == [str(A)]
+    assert kernel.fib[(TABLE, prefixes[1], METRIC)].protocol == 3
+
+    # Their route goes away: the prefix is ours to program again.
+    kernel.fib.pop((TABLE, prefixes[1], METRIC))
+    writer._events = [(False, theirs)]
+    report = await writer._repair(full=False)
+    assert report is not None
+    assert report.installed == 1
+    assert kernel.gateways(TABLE, prefixes[1], METRIC) == [str(A)]
