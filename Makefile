@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(BIN):$(CURDIR)/$(VENV)/bin:$(PATH)
 export KRS_REQUIRE_ALL ?= 1
 export KRS_BIN_DIR := $(CURDIR)/$(BIN)
 
-.PHONY: all system venv tools check pytest test interop clean
+.PHONY: all system venv tools check pytest test interop clean demo
 
 all: test
 
@@ -45,6 +45,10 @@ test: system venv tools check pytest
 
 interop: system venv
 	$(PY) -m pytest -m interop $(PYTEST_ARGS)
+
+## The failover demo (README command 1): a lab of namespaces, a frozen appliance, the measured failover (root).
+demo: system venv
+	$(VENV)/bin/routeserver demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

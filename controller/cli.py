@@ -1,9 +1,31 @@
-"""The `routeserver` command line."""
+"""The `routeserver` command line.
+
+    routeserver run -f PATH [-f PATH ...]     run the route server from YAML files (standalone mode)
+    routeserver validate -f PATH [...]        check the files as `run` would, then exit
+    routeserver status [--json]               ask a running agent's admin endpoint for its status
+
+Exit codes: 0 success, 1 runtime failure (a port cannot be bound, the agent cannot be reached),
+2 invalid configuration or arguments.
+"""
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
+import os
+import sys
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from ipaddress import IPv4Address
+
+from controller import appliance, demo, logs
+from controller.admin import DEFAULT_ADMIN_ADDRESS, parse_address
+from controller.standalone import RunOptions, run, validate
+from controller.status import render
+from controller.writers.netlink import DEFAULT_PROTOCOL
+
+STATUS_TIMEOUT = 5.0
 
 
 def _version() -> str:
@@ -13,20 +35,204 @@ def _version() -> str:
         return "unknown"
 
 
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _router_id(text: str) -> IPv4Address:
+    try:
+        address = IPv4Address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
+    if int(address) == 0:
+        raise argparse.ArgumentTypeError("the router ID must not be 0.0.0.0 (RFC 6286)")
+    return address
+
+
+def _route_protocol(text: str) -> int:
+    """0-4 are the kernel's own protocols (unspec, redirect, kernel, boot, static): never ours."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 5 <= number <= 255:
+        raise argparse.ArgumentTypeError(f"route protocol {number} is not in 5-255 (0-4 are the kernel's)")
+    return number
+
+
+def _files(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f",
+        "--filename",
+        dest="paths",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="a YAML file or a directory of them (repeatable)",
+    )
+    parser.add_argument("-R", "--recursive", action="store_true", help="read directories recursively")
+    parser.add_argument(
+        "--namespace",
+        default="default",
+        help="namespace of Secret documents and references that name none (default: default)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="routeserver", description="Kubernetes-native BGP/BFD route server")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run from YAML files (RouteServer, RouteServerPeer, RouteTableAssociation, Secret)",
+        description="Run the route server from YAML files. SIGHUP or a file change reloads; SIGTERM "
+        "stops (routes are withdrawn unless the route server has persistRoutes enabled).",
+    )
+    _files(run)
+    run.add_argument(
+        "--admin-address",
+        default=DEFAULT_ADMIN_ADDRESS,
+        help=f"HOST:PORT for /metrics, /healthz and /status (default {DEFAULT_ADMIN_ADDRESS})",
+    )
+    run.add_argument("--node-name", help="this node's name (default: the host name)")
+    run.add_argument(
+        "--node-label",
+        dest="node_labels",
+        action="append",
+        type=_label,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label of this node for nodeSelectors (repeatable)",
+    )
+    run.add_argument(
+        "--router-id",
+        type=_router_id,
+        help="BGP Identifier for route servers without routerID (default: lowest non-loopback IPv4 address)",
+    )
+    run.add_argument(
+        "--watch-interval",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="poll the files for changes this often; 0 reloads on SIGHUP only (default 2)",
+    )
+    run.add_argument(
+        "--resync-interval",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="rewrite every route table from the FIB this often (default 30)",
+    )
+    run.add_argument(
+        "--route-protocol",
+        type=_route_protocol,
+        default=os.environ.get("KRS_ROUTE_PROTOCOL", str(DEFAULT_PROTOCOL)),
+        metavar="N",
+        help=f"rtnetlink protocol of our routes (default {DEFAULT_PROTOCOL}, env KRS_ROUTE_PROTOCOL)",
+    )
+    run.add_argument("--no-bfd", action="store_true", help="run without BFD (liveness by hold timer only)")
+    run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    run.add_argument("--log-format", default="text", choices=("text", "json"))
+
+    check = commands.add_parser("validate", help="validate YAML files as `run` would, then exit")
+    _files(check)
+
+    status = commands.add_parser("status", help="show a running agent's sessions, routes and tables")
+    status.add_argument(
+        "--admin-address",
+        default=DEFAULT_ADMIN_ADDRESS,
+        help=f"the agent's admin HOST:PORT (default {DEFAULT_ADMIN_ADDRESS})",
+    )
+    status.add_argument("--json", action="store_true", help="print the raw JSON status")
+    status.add_argument("--timeout", type=float, default=STATUS_TIMEOUT, help="seconds to wait for the agent")
+
+    # -- appliance and demo (controller/appliance.py, controller/demo.py): each sets args.handler --
+    appliance.add_parser(commands)
+    demo.add_parser(commands)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def fetch_status(address: str, timeout: float = STATUS_TIMEOUT) -> dict[str, object]:
+    """GET /status from an agent's admin address; OSError/ValueError when it cannot be had."""
+    host, port = parse_address(address)
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1" if host == "0.0.0.0" else "::1"
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("GET", "/status")
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        raise ValueError(f"{address} answered {response.status} {response.reason}")
+    data = json.loads(body)
+    if not isinstance(data, dict):
+        raise ValueError(f"{address} did not answer with a status object")
+    return data
+
+
+def _run(args: argparse.Namespace) -> int:
+    logs.setup(args.log_level, args.log_format)
+    options = RunOptions(
+        paths=args.paths,
+        recursive=args.recursive,
+        admin_address=args.admin_address,
+        node_name=args.node_name,
+        node_labels=dict(args.node_labels),
+        router_id=args.router_id,
+        namespace=args.namespace,
+        watch_interval=args.watch_interval,
+        resync_interval=args.resync_interval,
+        bfd=not args.no_bfd,
+        version=_version(),
+        route_protocol=args.route_protocol,
+    )
+    return run(options)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    problems = validate(args.paths, recursive=args.recursive, namespace=args.namespace)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s); the configuration would not start", file=sys.stderr)
+        return 2
+    print("configuration valid")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    try:
+        data = fetch_status(args.admin_address, args.timeout)
+    except (OSError, ValueError) as exc:
+        print(f"cannot get status from {args.admin_address}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        sys.stdout.write(render(data))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    return 0
+    if args.command == "run":
+        return _run(args)
+    if args.command == "validate":
+        return _validate(args)
+    handler = getattr(args, "handler", None)  # appliance, demo
+    if handler is not None:
+        return int(handler(args))
+    return _status(args)
 
 
 if __name__ == "__main__":

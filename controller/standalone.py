@@ -1,0 +1,489 @@
+"""Standalone mode: `routeserver run -f PATH`, the agent fed from YAML files instead of the API server.
+
+The files hold the same documents as the cluster (RouteServer, RouteServerPeer,
+RouteTableAssociation; crds/ is the schema) plus `kind: Secret` documents (v1, `stringData` or
+base64 `data`) for TCP-MD5 and BFD keys. A path is a file or a directory of *.yaml/*.yml files
+(like `kubectl apply -f`: not recursive unless asked). Everything is validated before anything
+runs: a bad document stops the start with a message naming the file, the document (1-based index
+and name) and the field, and so do references that cannot be resolved (a missing route server or
+Secret).
+
+Reload: SIGHUP, or a change of any file's mtime/size (or a directory's listing) seen by polling,
+loads and validates everything again. A configuration that fails is refused as a whole and the
+running one stays (the refusal is logged and shown in `/status`); a good one is applied by the
+runtime's reconcile, so sessions whose settings did not change are not touched.
+
+Stop: SIGTERM or SIGINT. Route servers with persistRoutes enabled leave their routes in the tables
+(a restart adopts them for the persist window); the others withdraw them; then every BGP session is
+closed with Cease/Administrative Shutdown (see controller/runtime.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import concurrent.futures
+import contextlib
+import functools
+import logging
+import signal
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, ip_address
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from pyroute2 import IPRoute
+
+from bfd.service import BfdService
+from bgp.types import IPAddress
+from controller import logs
+from controller.admin import admin_server, parse_address
+from controller.models.resources import (
+    RouteServer,
+    RouteServerPeer,
+    RouteServerSession,
+    RouteTableAssociation,
+    parse_resource,
+)
+from controller.runtime import RESYNC_INTERVAL, Runtime, node_writer_factory
+from controller.translate import DesiredState, NodeContext, Problem, SecretKey, translate
+from controller.writers.netlink import DEFAULT_PROTOCOL
+
+log = logging.getLogger(__name__)
+
+KINDS = ("RouteServer", "RouteServerPeer", "RouteTableAssociation", "Secret")
+SUFFIXES = (".yaml", ".yml")
+DEFAULT_NAMESPACE = "default"
+WATCH_INTERVAL = 2.0
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; `messages` name file, document and field each."""
+
+    def __init__(self, messages: Sequence[str]) -> None:
+        super().__init__("\n".join(messages))
+        self.messages = list(messages)
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a document came from, for messages: `file.yaml: document 2 (RouteServerPeer fw-a)`."""
+
+    file: str
+    index: int  # 1-based position in the file
+    kind: str = ""
+    name: str = ""
+
+    def __str__(self) -> str:
+        what = " ".join(p for p in (self.kind, self.name) if p)
+        return f"{self.file}: document {self.index}" + (f" ({what})" if what else "")
+
+
+@dataclass
+class Config:
+    route_servers: list[RouteServer] = field(default_factory=list)
+    peers: list[RouteServerPeer] = field(default_factory=list)
+    associations: list[RouteTableAssociation] = field(default_factory=list)
+    secrets: dict[SecretKey, dict[str, bytes]] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    origins: dict[tuple[str, str], Origin] = field(default_factory=dict)  # (kind, name) -> where
+
+    def where(self, kind: str, name: str) -> str:
+        origin = self.origins.get((kind, name))
+        return str(origin) if origin is not None else f"{kind} {name}"
+
+    def describe(self, problem: Problem) -> str:
+        return f"{self.where(problem.kind, problem.name)}: {problem.field}: {problem.message}"
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def config_files(paths: Iterable[str | Path], recursive: bool = False) -> list[Path]:
+    """The YAML files named by the -f arguments, in a stable order."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found.extend(sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix in SUFFIXES))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise ConfigError([f"{path}: no such file or directory"])
+    return found
+
+
+def load(
+    paths: Iterable[str | Path], *, recursive: bool = False, namespace: str = DEFAULT_NAMESPACE
+) -> Config:
+    """Parse and validate every document; raise ConfigError listing every problem found."""
+    config = Config()
+    errors: list[str] = []
+    for path in config_files(paths, recursive):
+        config.files.append(str(path))
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            errors.append(f"{path}: cannot read: {exc}")
+            continue
+        try:
+            documents = list(yaml.safe_load_all(text))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            errors.append(f"{path}:{where}: invalid YAML: {problem}")
+            continue
+        for index, document in enumerate(documents, start=1):
+            if document is None:
+                continue  # an empty document (a trailing ---)
+            _add_document(config, errors, Origin(str(path), index), document, namespace)
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def _add_document(
+    config: Config, errors: list[str], origin: Origin, document: object, namespace: str
+) -> None:
+    if not isinstance(document, dict):
+        errors.append(f"{origin}: expected a mapping with apiVersion, kind and metadata")
+        return
+    kind = document.get("kind")
+    metadata = document.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    origin = Origin(origin.file, origin.index, str(kind or ""), str(name or ""))
+    if kind not in KINDS:
+        hint = " (written by agents, not read from files)" if kind == RouteServerSession.__name__ else ""
+        errors.append(f"{origin}: kind: unsupported kind {kind!r}{hint}; expected one of {', '.join(KINDS)}")
+        return
+    if not isinstance(name, str) or not name:
+        errors.append(f"{origin}: metadata.name: required")
+        return
+    if kind == "Secret":
+        secret = _secret(document, origin, errors)
+        if secret is None:
+            return
+        ns = metadata.get("namespace") if isinstance(metadata, dict) else None
+        key = (ns if isinstance(ns, str) and ns else namespace, name)
+        if not _unique(config, errors, "Secret", f"{key[0]}/{name}", origin):
+            return
+        config.secrets[key] = secret
+        return
+    try:
+        resource = parse_resource(document)
+    except ValidationError as exc:
+        errors.extend(f"{origin}: {_field(e['loc'])}: {e['msg']}" for e in exc.errors())
+        return
+    if not _unique(config, errors, kind, name, origin):
+        return
+    if isinstance(resource, RouteServer):
+        config.route_servers.append(resource)
+    elif isinstance(resource, RouteServerPeer):
+        config.peers.append(resource)
+    elif isinstance(resource, RouteTableAssociation):
+        config.associations.append(resource)
+
+
+def _unique(config: Config, errors: list[str], kind: str, name: str, origin: Origin) -> bool:
+    first = config.origins.get((kind, name))
+    if first is not None:
+        errors.append(f"{origin}: metadata.name: {kind} {name!r} is already defined in {first}")
+        return False
+    config.origins[(kind, name)] = origin
+    return True
+
+
+def _field(loc: Sequence[int | str]) -> str:
+    """A pydantic location in API notation (spec.timers.holdTimeSeconds, spec.allowedPrefixes[0].le)."""
+    parts = list(loc)
+    if parts and parts[0] in KINDS:
+        parts = parts[1:]  # the discriminated union names the kind first
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(document)"
+
+
+def _secret(document: Mapping[str, Any], origin: Origin, errors: list[str]) -> dict[str, bytes] | None:
+    """A v1 Secret's keys: base64 `data`, overlaid by plain `stringData` (as the API server does)."""
+    if document.get("apiVersion") != "v1":
+        errors.append(f"{origin}: apiVersion: a Secret must be apiVersion v1")
+        return None
+    values: dict[str, bytes] = {}
+    data = document.get("data") or {}
+    string_data = document.get("stringData") or {}
+    if not isinstance(data, dict) or not isinstance(string_data, dict):
+        errors.append(f"{origin}: data: data and stringData must be mappings of key to value")
+        return None
+    for key, value in data.items():
+        try:
+            values[str(key)] = base64.b64decode(str(value), validate=True)
+        except (binascii.Error, ValueError):
+            errors.append(f"{origin}: data.{key}: not valid base64")
+            return None
+    for key, value in string_data.items():
+        values[str(key)] = str(value).encode()
+    return values
+
+
+def desired_state(config: Config, node: NodeContext) -> DesiredState:
+    """Translate; any problem is a ConfigError here (standalone has no status objects to report it)."""
+    desired = translate(
+        config.route_servers, config.peers, config.associations, node=node, secrets=config.secrets
+    )
+    if desired.problems:
+        raise ConfigError([config.describe(p) for p in desired.problems])
+    return desired
+
+
+# -- the node ------------------------------------------------------------------------------------
+
+
+def host_addresses() -> list[IPAddress]:
+    """Every address configured in this network namespace (lo included).
+
+    Asked on a thread of its own: pyroute2's synchronous IPRoute runs an event loop internally and
+    cannot be used from a thread whose loop is already running.
+    """
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="addresses") as pool:
+        return pool.submit(_read_addresses).result()
+
+
+def _read_addresses() -> list[IPAddress]:
+    found: list[IPAddress] = []
+    with contextlib.suppress(OSError), IPRoute() as ipr:
+        for message in ipr.get_addr():
+            value = message.get_attr("IFA_ADDRESS") or message.get_attr("IFA_LOCAL")
+            if value:
+                with contextlib.suppress(ValueError):
+                    found.append(ip_address(str(value).split("%")[0]))
+    return found
+
+
+def pick_router_id(addresses: Iterable[IPAddress]) -> IPv4Address | None:
+    """The first global-looking IPv4 address (lowest), or loopback's when nothing else exists."""
+    v4 = sorted(a for a in addresses if isinstance(a, IPv4Address) and not a.is_unspecified)
+    usable = [a for a in v4 if not a.is_loopback and not a.is_link_local]
+    chosen = usable or v4
+    return chosen[0] if chosen else None
+
+
+def node_context(
+    name: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    router_id: IPv4Address | None = None,
+    namespace: str = DEFAULT_NAMESPACE,
+) -> NodeContext:
+    addresses = host_addresses()
+    return NodeContext.of(
+        name or socket.gethostname(),
+        labels or {},
+        router_id or pick_router_id(addresses),
+        addresses,
+        namespace,
+    )
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunOptions:
+    paths: list[str]
+    recursive: bool = False
+    admin_address: str = "127.0.0.1:9179"
+    node_name: str | None = None
+    node_labels: dict[str, str] = field(default_factory=dict)
+    router_id: IPv4Address | None = None
+    namespace: str = DEFAULT_NAMESPACE
+    watch_interval: float = WATCH_INTERVAL  # 0: reload on SIGHUP only
+    resync_interval: float = RESYNC_INTERVAL
+    bfd: bool = True
+    version: str = ""
+    route_protocol: int = DEFAULT_PROTOCOL
+
+
+def fingerprint(paths: Iterable[str], recursive: bool) -> tuple[tuple[str, int, int], ...]:
+    """What the watcher compares: every config file's (path, mtime_ns, size), and the file list."""
+    try:
+        files = config_files(paths, recursive)
+    except ConfigError:
+        return ()
+    result = []
+    for path in files:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        result.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(result)
+
+
+class Standalone:
+    """The standalone agent: configuration from files, one Runtime, BFD, and the admin server."""
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        self.node = node_context(options.node_name, options.node_labels, options.router_id, options.namespace)
+        self.bfd: BfdService | None = BfdService() if options.bfd else None
+        self.runtime = Runtime(
+            bfd=self.bfd,
+            writer_factory=functools.partial(node_writer_factory, protocol=options.route_protocol),
+            resync_interval=options.resync_interval,
+            node_name=self.node.name,
+            version=options.version,
+        )
+        host, port = parse_address(options.admin_address)
+        self.admin = admin_server(
+            host, port, metrics=self.runtime.metrics, status=self.runtime.status, healthy=self.runtime.healthy
+        )
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+
+    def load(self) -> DesiredState:
+        config = load(self.options.paths, recursive=self.options.recursive, namespace=self.options.namespace)
+        desired = desired_state(config, self.node)
+        self.runtime.sources = tuple(config.files)
+        for skipped in desired.skipped:
+            logs.event(
+                log,
+                logging.WARNING,
+                "config_skipped",
+                "object not applied on this node",
+                object=f"{config.where(skipped.kind, skipped.name)}",
+                reason=f"{skipped.field} {skipped.message}",
+            )
+        return desired
+
+    async def run(self, first: DesiredState) -> int:
+        """Run `first` until SIGTERM/SIGINT, reloading on SIGHUP and file changes; the exit code."""
+        loop = asyncio.get_running_loop()
+        try:
+            await self.admin.start()
+        except OSError as exc:
+            log.error("cannot serve the admin address %s: %s", self.options.admin_address, exc)
+            return 1
+        if self.bfd is not None:
+            self.bfd.start()
+        try:
+            self._fingerprint = fingerprint(self.options.paths, self.options.recursive)
+            await self.runtime.start()
+            await self.runtime.apply(first)
+            logs.event(
+                log,
+                logging.INFO,
+                "started",
+                "route server running",
+                node=self.node.name,
+                admin=self.admin.address,
+                route_servers=len(first.route_servers),
+                peers=sum(len(rs.peers) for rs in first.route_servers),
+                tables=sum(len(rs.tables) for rs in first.route_servers),
+            )
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+            watcher = loop.create_task(self._watch(), name="config-watcher")
+            try:
+                while not self._stop.is_set():
+                    stop = loop.create_task(self._stop.wait())
+                    reload = loop.create_task(self._reload.wait())
+                    await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
+                    for task in (stop, reload):
+                        task.cancel()
+                    if self._reload.is_set() and not self._stop.is_set():
+                        self._reload.clear()
+                        await self.reload()
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+            logs.event(log, logging.INFO, "stopping", "route server stopping")
+            await self.runtime.stop()
+        finally:
+            await self.admin.close()
+            if self.bfd is not None:
+                await asyncio.to_thread(self.bfd.stop)
+        logs.event(log, logging.INFO, "stopped", "route server stopped")
+        return 0
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def reload(self) -> bool:
+        """Load and apply the files again; a refused configuration leaves the running one alone."""
+        self._fingerprint = fingerprint(self.options.paths, self.options.recursive)
+        try:
+            desired = self.load()
+        except ConfigError as exc:
+            self.runtime.refuse("; ".join(exc.messages))
+            logs.event(
+                log,
+                logging.ERROR,
+                "config_refused",
+                "configuration refused; the running one stays",
+                errors=exc.messages,
+            )
+            return False
+        await self.runtime.apply(desired)
+        logs.event(
+            log,
+            logging.INFO,
+            "config_applied",
+            "configuration applied",
+            generation=self.runtime.generation,
+            route_servers=len(desired.route_servers),
+        )
+        return True
+
+    async def _watch(self) -> None:
+        interval = self.options.watch_interval
+        if interval <= 0:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            current = await asyncio.to_thread(fingerprint, self.options.paths, self.options.recursive)
+            if current != self._fingerprint:
+                logs.event(log, logging.INFO, "config_changed", "configuration files changed")
+                self._reload.set()
+
+
+def run(options: RunOptions) -> int:
+    """`routeserver run`: validate, then run until stopped. Exit codes: 0 stopped, 2 bad config, 1 error."""
+    try:
+        node_agent = Standalone(options)
+        first = node_agent.load()
+    except ConfigError as exc:
+        for message in exc.messages:
+            log.error("%s", message)
+        log.error("configuration invalid; not starting")
+        return 2
+    except ValueError as exc:  # the admin address
+        log.error("%s", exc)
+        return 2
+    return asyncio.run(node_agent.run(first))
+
+
+def validate(
+    paths: Sequence[str], *, recursive: bool = False, namespace: str = DEFAULT_NAMESPACE
+) -> list[str]:
+    """The problems of a configuration, without running anything (empty: valid).
+
+    Validated against a node with no labels and a placeholder router ID, so only the files matter.
+    """
+    try:
+        config = load(paths, recursive=recursive, namespace=namespace)
+        desired_state(config, NodeContext.of("validate", router_id=IPv4Address("0.0.0.1")))
+    except ConfigError as exc:
+        return exc.messages
+    return []

@@ -1,0 +1,586 @@
+"""Runtime wiring with fake speaker, writers and BFD: routes -> FIB -> tables, liveness, reconcile, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from ipaddress import ip_address, ip_network
+from typing import Any
+
+import pytest
+
+from bfd.codec import Diag
+from bfd.codec import State as BfdState
+from bfd.session import StateChange
+from bfd.session import TransitionReason as BfdReason
+from bgp.fsm.events import DownReason, TransitionReason
+from bgp.rib.policy import MaxPrefixEvent
+from bgp.speaker import ConnectionRefused, PrefixLimit
+from controller import runtime as runtime_module
+from controller.fib import PersistConfig, PersistState
+from controller.runtime import Runtime
+from controller.status import render, to_json
+from controller.translate import DesiredState
+from controller.writers.base import FibEntry
+from tests.controller.builders import association, desired, peer, server
+from tests.controller.fakes import FakeBfd, FakeSpeaker, FakeWriter, SpeakerFactory, WriterFactory
+
+VIP = ip_network("203.0.113.10/32")
+SVC = ip_network("203.0.113.20/32")
+A, B, C = ip_address("10.0.0.2"), ip_address("10.0.0.3"), ip_address("10.0.0.4")
+ALLOW: dict[str, Any] = {"importPolicy": {"allowedPrefixes": [{"prefix": "203.0.113.0/24", "le": 32}]}}
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.speakers = SpeakerFactory()
+        self.writers = WriterFactory()
+        self.bfd = FakeBfd()
+        self.runtime = Runtime(
+            bfd=self.bfd,
+            speaker_factory=self.speakers,
+            writer_factory=self.writers,
+            resync_interval=3600.0,
+            observe_interval=3600.0,
+        )
+
+    @property
+    def speaker(self) -> FakeSpeaker:
+        return self.speakers.last
+
+    def table(self, name: str = "t") -> FakeWriter:
+        return self.writers.writers[name]
+
+    async def settle(self) -> None:
+        """Let every table task write what is pending (and the BFD deliveries run)."""
+        loop = asyncio.get_running_loop()
+        for _ in range(50):
+            await asyncio.sleep(0)
+            busy = [
+                t
+                for rs in self.runtime.route_servers.values()
+                for t in rs.tables.values()
+                if t._pending
+                or t.writer is None
+                or (t._resync_at is not None and t._resync_at <= loop.time())
+            ]
+            if not busy:
+                await asyncio.sleep(0)
+                return
+        raise AssertionError("tables did not settle")
+
+
+async def until(predicate: Callable[[], bool], limit: float = 3.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    h = Harness()
+    await h.runtime.start()
+    yield h
+    await h.runtime.stop(keep_routes=True)
+
+
+def two_firewalls(**server_spec: object) -> DesiredState:
+    return desired(
+        [server(**{**ALLOW, **server_spec})],
+        [
+            peer("fw-a", "10.0.0.2", localAddress="10.0.0.1"),
+            peer("fw-b", "10.0.0.3", localAddress="10.0.0.1"),
+        ],
+        [association("t")],
+    )
+
+
+async def test_best_path_goes_to_the_table_and_fails_over_on_withdraw(harness: Harness) -> None:
+    await harness.runtime.apply(two_firewalls())
+    speaker = harness.speaker
+    assert sorted(c[1] for c in speaker.calls if c[0] == "add") == ["fw-a", "fw-b"]
+    speaker.establish("fw-a")
+    speaker.establish("fw-b")
+    speaker.announce("fw-a", "203.0.113.10/32", path_length=1)
+    speaker.announce("fw-b", "203.0.113.10/32", path_length=3)  # the standby prepends
+    speaker.announce("fw-a", "203.0.113.20/32")
+    await harness.settle()
+    writer = harness.table()
+    assert writer.routes == {VIP: (A,), SVC: (A,)}
+
+    writer.applies.clear()
+    speaker.withdraw("fw-a", "203.0.113.10/32")
+    await harness.settle()
+    assert writer.routes == {VIP: (B,), SVC: (A,)}
+    assert writer.applies == [{VIP: FibEntry(VIP, (B,))}]  # only the prefix that changed
+    assert harness.runtime.metrics.failovers.labels("vip")._value.get() == 1
+
+
+async def test_bfd_session_is_requested_when_bgp_is_established(harness: Harness) -> None:
+    await harness.runtime.apply(two_firewalls())
+    assert harness.bfd.handles == []  # nothing before the session is up
+    harness.speaker.establish("fw-a")
+    await until(lambda: len(harness.bfd.live("10.0.0.2")) == 1)
+    (handle,) = harness.bfd.live("10.0.0.2")
+    assert handle.local == ip_address("10.0.0.1")  # the session's local address (configured here)
+    assert (handle.profile.min_tx_us, handle.profile.min_rx_us, handle.profile.multiplier) == (
+        300_000,
+        300_000,
+        3,
+    )
+    assert not handle.profile.multihop
+    # A BGP flap keeps the same BFD session.
+    harness.speaker._down("fw-a", TransitionReason.HOLD_TIMER_EXPIRED)
+    harness.speaker.establish("fw-a")
+    await asyncio.sleep(0.01)
+    assert harness.bfd.handles == [handle] and not handle.released
+
+
+async def test_bfd_down_tears_bgp_down_and_moves_the_fib_in_the_same_step(harness: Harness) -> None:
+    await harness.runtime.apply(two_firewalls())
+    speaker = harness.speaker
+    for name in ("fw-a", "fw-b"):
+        speaker.establish(name)
+    speaker.announce("fw-a", "203.0.113.10/32", path_length=1)
+    speaker.announce("fw-b", "203.0.113.10/32", path_length=3)
+    await until(lambda: len(harness.bfd.live("10.0.0.2")) == 1)
+    await harness.settle()
+    handle = harness.bfd.live("10.0.0.2")[0]
+    rs = harness.runtime.route_server("vip")
+    callback = handle.callback
+    assert callback is not None
+    callback(StateChange(BfdState.DOWN, BfdState.UP, Diag.NO_DIAGNOSTIC, BfdReason.RECEIVED_INIT, 0.0))
+    assert speaker.calls[-1][0] != "peer_down"
+    # Delivered on the loop: within this one call the session goes down and the FIB moves.
+    callback(
+        StateChange(
+            BfdState.UP,
+            BfdState.DOWN,
+            Diag.CONTROL_DETECTION_TIME_EXPIRED,
+            BfdReason.DETECTION_TIME_EXPIRED,
+            0.0,
+        )
+    )
+    assert ("peer_down", "fw-a", DownReason.BFD_DOWN) in speaker.calls
+    assert rs.fib.entries()[VIP] == (B,)
+    assert rs.tables["t"]._pending == {VIP: FibEntry(VIP, (B,))}
+    await harness.settle()
+    assert harness.table().routes[VIP] == (B,)
+    metrics = harness.runtime.metrics
+    assert metrics.bfd_failures.labels("vip", "fw-a")._value.get() == 1
+    status = harness.runtime.status()
+    fw_a = next(p for p in status.route_servers[0].peers if p.name == "fw-a")
+    assert fw_a.bfd is not None and fw_a.bfd.state == "Down" and fw_a.bfd.down_count == 1
+    assert fw_a.bfd.diagnostic == "ControlDetectionTimeExpired"
+
+
+async def test_peer_admin_down_is_not_a_failure(harness: Harness) -> None:
+    await harness.runtime.apply(two_firewalls())
+    harness.speaker.establish("fw-a")
+    await until(lambda: len(harness.bfd.live("10.0.0.2")) == 1)
+    handle = harness.bfd.live("10.0.0.2")[0]
+    handle.emit(BfdState.DOWN, BfdState.UP, BfdReason.RECEIVED_INIT)
+    handle.emit(
+        BfdState.UP, BfdState.DOWN, BfdReason.RECEIVED_ADMIN_DOWN, Diag.NEIGHBOR_SIGNALED_SESSION_DOWN
+    )
+    await asyncio.sleep(0.01)
+    assert not any(c[0] == "peer_down" for c in harness.speaker.calls)
+    assert harness.runtime.route_server("vip").peers["fw-a"].bfd_state is BfdState.DOWN
+
+
+async def test_bgp_keepalive_liveness_requests_no_bfd(harness: Harness) -> None:
+    state = desired([server(**ALLOW)], [peer("fw", "10.0.0.2", liveness="BGPKeepalive")], [association("t")])
+    await harness.runtime.apply(state)
+    harness.speaker.establish("fw")
+    await asyncio.sleep(0.01)
+    assert harness.bfd.handles == []
+    assert harness.runtime.status().route_servers[0].peers[0].bfd is None
+
+
+async def test_ecmp_installs_the_equal_cost_set_up_to_max_paths(harness: Harness) -> None:
+    state = desired(
+        [server(**ALLOW, routeSelection={"mode": "ECMP", "maxPaths": 2})],
+        [
+            peer(n, a, liveness="BGPKeepalive")
+            for n, a in (("a", "10.0.0.2"), ("b", "10.0.0.3"), ("c", "10.0.0.4"))
+        ],
+        [association("t")],
+    )
+    await harness.runtime.apply(state)
+    for name in ("a", "b", "c"):
+        harness.speaker.establish(name)
+        harness.speaker.announce(name, "203.0.113.10/32")
+    await harness.settle()
+    hops = harness.table().routes[VIP]
+    assert len(hops) == 2 and set(hops) <= {A, B, C}
+
+
+async def test_selection_change_recomputes_the_fib_without_touching_sessions(harness: Harness) -> None:
+    peers = [peer(n, a, liveness="BGPKeepalive") for n, a in (("a", "10.0.0.2"), ("b", "10.0.0.3"))]
+    await harness.runtime.apply(desired([server(**ALLOW)], peers, [association("t")]))
+    speaker = harness.speaker
+    for name in ("a", "b"):
+        speaker.establish(name)
+        speaker.announce(name, "203.0.113.10/32")
+    await harness.settle()
+    assert len(harness.table().routes[VIP]) == 1
+    calls = list(speaker.calls)
+    ecmp = desired(
+        [server(**ALLOW, routeSelection={"mode": "ECMP", "maxPaths": 4})], peers, [association("t")]
+    )
+    await harness.runtime.apply(ecmp)
+    await harness.settle()
+    assert set(harness.table().routes[VIP]) == {A, B}
+    assert harness.speakers.made == [speaker]  # the same speaker
+    assert speaker.calls[len(calls) :] == [("selection", 4)]  # no peer was added, updated or removed
+
+
+async def test_reconcile_touches_only_what_changed(harness: Harness) -> None:
+    base = [peer("a", "10.0.0.2"), peer("b", "10.0.0.3"), peer("c", "10.0.0.4")]
+    await harness.runtime.apply(desired([server(**ALLOW)], base, [association("t")]))
+    speaker = harness.speaker
+    speaker.calls.clear()
+    changed = [peer("a", "10.0.0.2"), peer("b", "10.0.0.3", port=1179), peer("d", "10.0.0.5")]
+    await harness.runtime.apply(desired([server(**ALLOW)], changed, [association("t")]))
+    # remove -> update -> create; "a" is not touched.
+    assert speaker.calls == [("remove", "c"), ("update", "b"), ("add", "d")]
+    assert harness.speakers.made == [speaker]
+    assert sorted(harness.runtime.route_server("vip").peers) == ["a", "b", "d"]
+
+
+async def test_speaker_identity_change_restarts_the_speaker(harness: Harness) -> None:
+    peers = [peer("a", "10.0.0.2", liveness="BGPKeepalive")]
+    await harness.runtime.apply(desired([server(**ALLOW)], peers, [association("t")]))
+    old = harness.speaker
+    old.establish("a")
+    old.announce("a", "203.0.113.10/32")
+    await harness.settle()
+    await harness.runtime.apply(desired([server(**ALLOW, routerID="10.9.9.9")], peers, [association("t")]))
+    await harness.settle()
+    assert old.stopped and harness.speaker is not old
+    assert harness.speaker.settings.router_id == ip_address("10.9.9.9")
+    assert [c[1] for c in harness.speaker.calls if c[0] == "add"] == ["a"]
+    assert harness.table().routes == {}  # the old sessions' routes left with them
+    assert harness.writers.writers["t"] is harness.table()  # the table was kept
+
+
+async def test_table_prefix_filter_and_filter_change(harness: Harness) -> None:
+    only_vip = [{"prefix": "203.0.113.10/32"}]
+    peers = [peer("a", "10.0.0.2", liveness="BGPKeepalive")]
+    await harness.runtime.apply(desired([server(**ALLOW)], peers, [association("t", prefixFilter=only_vip)]))
+    speaker = harness.speaker
+    speaker.establish("a")
+    speaker.announce("a", "203.0.113.10/32")
+    speaker.announce("a", "203.0.113.20/32")
+    await harness.settle()
+    writer = harness.table()
+    assert writer.routes == {VIP: (A,)}
+    await harness.runtime.apply(desired([server(**ALLOW)], peers, [association("t")]))  # filter removed
+    await harness.settle()
+    assert writer.routes == {VIP: (A,), SVC: (A,)}
+    assert harness.writers.writers["t"] is writer  # same target: same writer, resynchronised
+
+
+async def test_table_target_change_withdraws_from_the_old_table(harness: Harness) -> None:
+    peers = [peer("a", "10.0.0.2", liveness="BGPKeepalive")]
+    await harness.runtime.apply(desired([server(**ALLOW)], peers, [association("t")]))
+    harness.speaker.establish("a")
+    harness.speaker.announce("a", "203.0.113.10/32")
+    await harness.settle()
+    old = harness.table()
+    moved = association("t", target={"node": {"table": 101}})
+    await harness.runtime.apply(desired([server(**ALLOW)], peers, [moved]))
+    await harness.settle()
+    assert old.withdrawn == 1 and old.closed
+    assert harness.table() is not old and harness.table().routes == {VIP: (A,)}
+
+
+async def test_persist_holds_routes_while_every_session_is_down(harness: Harness) -> None:
+    state = desired(
+        [server(**ALLOW, persistRoutes={"enabled": True, "durationSeconds": 60})],
+        [peer("a", "10.0.0.2", liveness="BGPKeepalive")],
+        [association("t")],
+    )
+    await harness.runtime.apply(state)
+    speaker = harness.speaker
+    speaker.establish("a")
+    speaker.announce("a", "203.0.113.10/32")
+    await harness.settle()
+    speaker._down("a", TransitionReason.HOLD_TIMER_EXPIRED)
+    await harness.settle()
+    rs = harness.runtime.route_server("vip")
+    assert rs.fib.state is PersistState.HOLDING
+    assert harness.table().routes == {VIP: (A,)}  # held, not withdrawn
+    status = harness.runtime.status().route_servers[0]
+    assert (status.persist.state, status.persist.persisted_routes) == ("Holding", 1)
+    # Back: the window starts and its timer is armed.
+    speaker.establish("a")
+    assert rs.fib.state.value == "Recovering" and rs._persist_timer is not None
+
+
+async def test_stop_withdraws_routes_unless_persist_is_enabled() -> None:
+    for persist, withdrawn in ((False, 1), (True, 0)):
+        h = Harness()
+        await h.runtime.start()
+        state = desired(
+            [server(**ALLOW, persistRoutes={"enabled": persist})],
+            [peer("a", "10.0.0.2", liveness="BGPKeepalive")],
+            [association("t")],
+        )
+        await h.runtime.apply(state)
+        h.speaker.establish("a")
+        h.speaker.announce("a", "203.0.113.10/32")
+        await h.settle()
+        await h.runtime.stop()
+        writer = h.table()
+        assert writer.withdrawn == withdrawn
+        assert writer.closed
+        assert h.speaker.stopped
+        assert (writer.routes == {VIP: (A,)}) is persist
+
+
+async def test_adopted_routes_are_kept_for_the_persist_window_after_a_restart(harness: Harness) -> None:
+    harness.writers.preload["t"] = {VIP: (A,)}
+    state = desired(
+        [server(**ALLOW, persistRoutes={"enabled": True, "durationSeconds": 120})],
+        [peer("a", "10.0.0.2", liveness="BGPKeepalive")],
+        [association("t")],
+    )
+    await harness.runtime.apply(state)
+    table = harness.runtime.route_server("vip").tables["t"]
+    await until(lambda: table.writer is not None)
+    loop = asyncio.get_running_loop()
+    assert table._resync_at is not None and table._resync_at - loop.time() > 100
+    assert harness.table().resyncs == [] and harness.table().routes == {VIP: (A,)}
+
+
+async def test_without_persist_leftover_routes_are_removed_at_start(harness: Harness) -> None:
+    harness.writers.preload["t"] = {VIP: (A,)}
+    await harness.runtime.apply(desired([server(**ALLOW)], [], [association("t")]))
+    await harness.settle()
+    assert harness.table().resyncs == [{}] and harness.table().routes == {}
+
+
+async def test_write_failure_is_reported_and_recovered_by_resync(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime_module, "RETRY_MIN", 0.01)
+    await harness.runtime.apply(desired([server(**ALLOW)], [peer("a", "10.0.0.2")], [association("t")]))
+    await harness.settle()
+    writer = harness.table()
+    writer.fail = 1
+    harness.speaker.establish("a")
+    harness.speaker.announce("a", "203.0.113.10/32")
+    table = harness.runtime.route_server("vip").tables["t"]
+    await until(lambda: table.last_error is not None)
+    assert not harness.runtime.healthy()
+    assert "No buffer space" in (table.last_error or "")
+    await until(lambda: writer.routes == {VIP: (A,)})  # the resync after the backoff
+    assert table.last_error is None and harness.runtime.healthy()
+    assert harness.runtime.metrics.table_write_errors.labels("vip", "t")._value.get() == 1
+
+
+async def test_rejected_routes_are_listed_per_table(harness: Harness) -> None:
+    await harness.runtime.apply(
+        desired([server(**ALLOW)], [peer("a", "10.0.0.2", liveness="BGPKeepalive")], [association("t")])
+    )
+    await harness.settle()
+    harness.table().unreachable.add(A)
+    harness.speaker.establish("a")
+    harness.speaker.announce("a", "203.0.113.10/32")
+    await harness.settle()
+    view = harness.runtime.status().route_servers[0].tables[0]
+    assert view.routes_rejected == 1 and view.rejected_by_reason == {"UnreachableNextHop": 1}
+    assert view.rejected[0].prefix == "203.0.113.10/32"
+    assert not view.in_sync
+
+
+async def test_speaker_that_cannot_listen_is_unhealthy_and_retried(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime_module, "SPEAKER_RETRY", 0.0)
+    harness.speakers.fail_next = True
+    await harness.runtime.apply(desired([server(**ALLOW)], [peer("a", "10.0.0.2")], []))
+    rs = harness.runtime.route_server("vip")
+    assert rs.speaker is None and rs.error is not None and "Address already in use" in rs.error
+    assert not harness.runtime.healthy()
+    await harness.runtime.observe_once()
+    assert rs.speaker is harness.speakers.last and rs.error is None
+    assert [c for c in rs.speaker.calls if c[0] == "add"] == [("add", "a")]
+    assert harness.runtime.healthy()
+
+
+async def test_removing_a_route_server_withdraws_and_stops_it(harness: Harness) -> None:
+    await harness.runtime.apply(desired([server(**ALLOW)], [peer("a", "10.0.0.2")], [association("t")]))
+    await harness.settle()
+    speaker, writer = harness.speaker, harness.table()
+    await harness.runtime.apply(desired([], [], []))
+    assert harness.runtime.route_servers == {}
+    assert speaker.stopped and writer.withdrawn == 1 and writer.closed
+
+
+async def test_removing_a_peer_releases_its_bfd_session(harness: Harness) -> None:
+    await harness.runtime.apply(two_firewalls())
+    harness.speaker.establish("fw-a")
+    await until(lambda: len(harness.bfd.live("10.0.0.2")) == 1)
+    handle = harness.bfd.live("10.0.0.2")[0]
+    state = desired(
+        [server(**ALLOW)], [peer("fw-b", "10.0.0.3", localAddress="10.0.0.1")], [association("t")]
+    )
+    await harness.runtime.apply(state)
+    await until(lambda: handle.released)
+
+
+async def test_changed_bfd_settings_replace_the_bfd_session(harness: Harness) -> None:
+    await harness.runtime.apply(two_firewalls())
+    harness.speaker.establish("fw-a")
+    await until(lambda: len(harness.bfd.live("10.0.0.2")) == 1)
+    first = harness.bfd.live("10.0.0.2")[0]
+    faster = desired(
+        [server(**ALLOW)],
+        [
+            peer("fw-a", "10.0.0.2", localAddress="10.0.0.1", bfd={"minTxIntervalMilliseconds": 50}),
+            peer("fw-b", "10.0.0.3", localAddress="10.0.0.1"),
+        ],
+        [association("t")],
+    )
+    await harness.runtime.apply(faster)
+    await until(lambda: first.released and len(harness.bfd.live("10.0.0.2")) == 1)
+    assert harness.bfd.live("10.0.0.2")[0].profile.min_tx_us == 50_000
+    assert ("update", "fw-a") not in harness.speaker.calls  # BGP settings did not change
+
+
+async def test_status_json_metrics_and_rendering(harness: Harness) -> None:
+    await harness.runtime.apply(two_firewalls())
+    speaker = harness.speaker
+    speaker.establish("fw-a")
+    speaker.announce("fw-a", "203.0.113.10/32")
+    await harness.settle()
+    status = harness.runtime.status()
+    data = json.loads(json.dumps(to_json(status)))
+    (rs,) = data["route_servers"]
+    assert rs["name"] == "vip" and rs["asn"] == 64512 and rs["fib_routes"] == 1
+    assert rs["fib"] == [{"prefix": "203.0.113.10/32", "nexthops": ["10.0.0.2"]}]
+    assert {p["name"]: p["bgp_state"] for p in rs["peers"]} == {"fw-a": "Established", "fw-b": "Idle"}
+    assert rs["tables"][0]["installed"] == [{"prefix": "203.0.113.10/32", "nexthops": ["10.0.0.2"]}]
+    assert rs["tables"][0]["in_sync"] is True
+    text = render(data)
+    assert "fw-a" in text and "Established" in text and "203.0.113.10/32" in text
+    exposition = harness.runtime.metrics.exposition().decode()
+    assert 'routeserver_bgp_session_up{peer="fw-a",route_server="vip"} 1.0' in exposition
+    assert 'routeserver_bgp_session_state{peer="fw-b",route_server="vip",state="Idle"} 1.0' in exposition
+    assert 'routeserver_table_routes_installed{route_server="vip",table="t"} 1.0' in exposition
+    assert (
+        'routeserver_bgp_session_transitions_total{peer="fw-a",reason="KeepaliveReceived",'
+        'route_server="vip",state="Established"} 1.0'
+    ) in exposition
+
+
+async def test_removed_peers_leave_no_metric_series(harness: Harness) -> None:
+    await harness.runtime.apply(two_firewalls())
+    harness.speaker.establish("fw-a")
+    await harness.runtime.apply(
+        desired([server(**ALLOW)], [peer("fw-b", "10.0.0.3", localAddress="10.0.0.1")], [association("t")])
+    )
+    assert 'peer="fw-a"' not in harness.runtime.metrics.exposition().decode()
+
+
+async def test_periodic_resync_rewrites_the_table() -> None:
+    h = Harness()
+    h.runtime.resync_interval = 0.01
+    await h.runtime.start()
+    await h.runtime.apply(desired([server(**ALLOW)], [peer("a", "10.0.0.2")], [association("t")]))
+    await h.settle()
+    await until(lambda: len(h.table().resyncs) >= 3)
+    h.table().routes[ip_network("203.0.113.99/32")] = (A,)  # drift: a route we own but do not want
+    await until(lambda: ip_network("203.0.113.99/32") not in h.table().routes)
+    await h.runtime.stop()
+
+
+async def test_persist_window_end_removes_what_was_not_readvertised(harness: Harness) -> None:
+    state = desired(
+        [server(**ALLOW, persistRoutes={"enabled": True, "durationSeconds": 60})],
+        [peer("a", "10.0.0.2", liveness="BGPKeepalive")],
+        [association("t")],
+    )
+    await harness.runtime.apply(state)
+    rs = harness.runtime.route_server("vip")
+    rs.fib.persist = PersistConfig(enabled=True, duration_seconds=0)  # a window that ends at once
+    speaker = harness.speaker
+    speaker.establish("a")
+    speaker.announce("a", "203.0.113.10/32")
+    speaker.announce("a", "203.0.113.20/32")
+    await harness.settle()
+    speaker._down("a", TransitionReason.HOLD_TIMER_EXPIRED)
+    await harness.settle()
+    assert harness.table().routes == {VIP: (A,), SVC: (A,)}
+    speaker.establish("a")
+    speaker.announce("a", "203.0.113.10/32", next_hop="10.0.0.3")  # only the VIP comes back
+    await until(lambda: rs.fib.state is PersistState.LIVE)
+    await harness.settle()
+    assert harness.table().routes == {VIP: (B,)}
+
+
+async def test_max_prefix_and_refused_connections_are_counted(harness: Harness) -> None:
+    await harness.runtime.apply(desired([server(**ALLOW)], [peer("a", "10.0.0.2")], []))
+    harness.speaker.publish(PrefixLimit("a", MaxPrefixEvent.TEARDOWN, 11, 10))
+    harness.speaker.publish(ConnectionRefused(ip_address("10.9.9.9"), 40000))
+    metrics = harness.runtime.metrics
+    assert metrics.max_prefix.labels("vip", "a", "teardown")._value.get() == 1
+    assert metrics.connections_refused.labels("vip")._value.get() == 1
+    assert harness.runtime.status().route_servers[0].connections_refused == 1
+
+
+async def test_rejected_routes_are_logged_once_per_increase(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    await harness.runtime.apply(desired([server(**ALLOW)], [peer("a", "10.0.0.2")], []))
+    caplog.set_level(logging.INFO, logger="controller.runtime")
+    harness.speaker.rejected["a"] = {"NotAllowed": 2}
+    await harness.runtime.observe_once()
+    await harness.runtime.observe_once()  # nothing new
+    harness.speaker.rejected["a"] = {"NotAllowed": 2, "BadNextHop": 1}
+    await harness.runtime.observe_once()
+    fields = [
+        getattr(r, "fields", {}) for r in caplog.records if getattr(r, "event", "") == "routes_rejected"
+    ]
+    events = [(f["routes"], f["reasons"]) for f in fields]
+    assert events == [(2, {"NotAllowed": 2}), (1, {"BadNextHop": 1})]
+
+
+async def test_a_new_peer_address_replaces_the_bfd_session(harness: Harness) -> None:
+    await harness.runtime.apply(two_firewalls())
+    harness.speaker.establish("fw-a")
+    await until(lambda: len(harness.bfd.live("10.0.0.2")) == 1)
+    old = harness.bfd.live("10.0.0.2")[0]
+    moved = desired(
+        [server(**ALLOW)],
+        [
+            peer("fw-a", "10.0.0.9", localAddress="10.0.0.1"),
+            peer("fw-b", "10.0.0.3", localAddress="10.0.0.1"),
+        ],
+        [association("t")],
+    )
+    await harness.runtime.apply(moved)
+    assert ("update", "fw-a") in harness.speaker.calls
+    await until(lambda: old.released)
+    harness.speaker.establish("fw-a")
+    await until(lambda: len(harness.bfd.live("10.0.0.9")) == 1)
+
+
+async def test_a_change_delivered_before_subscribe_returns_wins_over_the_snapshot(harness: Harness) -> None:
+    harness.bfd.change_on_subscribe = StateChange(
+        BfdState.DOWN, BfdState.UP, Diag.NO_DIAGNOSTIC, BfdReason.RECEIVED_INIT, 0.0
+    )
+    await harness.runtime.apply(two_firewalls())
+    harness.speaker.establish("fw-a")
+    await until(lambda: len(harness.bfd.live("10.0.0.2")) == 1)
+    peer_runtime = harness.runtime.route_server("vip").peers["fw-a"]
+    await until(lambda: not peer_runtime.bfd_pending and peer_runtime.bfd_last is not None)
+    await asyncio.sleep(0.01)
+    assert peer_runtime.bfd_state is BfdState.UP  # not the stale Down snapshot
