@@ -215,7 +215,9 @@ def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert "run" in capsys.readouterr().out
 
 
-def test_run_route_protocol_defaults_to_ours_and_refuses_kernel_protocols(monkeypatch, capsys) -> None:
+def test_run_route_protocol_defaults_to_ours_and_refuses_kernel_protocols(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from controller.cli import build_parser
     from controller.writers.netlink import DEFAULT_PROTOCOL
 
