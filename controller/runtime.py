@@ -255,6 +255,8 @@ def next_hops(
     """The FIB next hops for one prefix from its Loc-RIB best path and ECMP set."""
     if best is None or best.next_hop is None:
         return ()
+    if selection.mode is SelectionMode.ACTIVE_PASSIVE:
+        return (best.next_hop,)  # per prefix on every bulk intake: skip building the ECMP list
     hops = [p.next_hop for p in ecmp if p.next_hop is not None]
     return select_next_hops(selection.mode, best.next_hop, hops, selection.max_paths)
 

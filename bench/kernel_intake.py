@@ -1,0 +1,510 @@
+"""Kernel intake side by side: from BGP Established until all N prefixes are in the receiver's kernel table.
+
+Lab and feed are bench/bgp_intake.py's: `feed` (BIRD, 198.51.100.1, AS65001) originates N IPv4 /32s
+from 10.0.0.0 upwards to `recv` (198.51.100.2, AS65002) over one eBGP session that starts disabled and
+is enabled once the receiver is ready, so every receiver gets the same feed from a fresh session.
+
+Receivers in `recv`, one at a time (interleaved per repetition):
+
+    krs      `routeserver run -f` (RouteServer + RouteServerPeer for the feeder + RouteTableAssociation
+             for table 100): speaker -> FIB -> NodeTableWriter, the product path end to end
+    bird     BIRD bgp + kernel protocol (main table, one synchronous netlink request per route)
+    frr      FRR bgpd + zebra (main table, zebra's dataplane thread, nexthop groups)
+
+and two references without BGP, run inside `recv` as a helper process (this module with --inside):
+
+    floor    NodeTableWriter.apply() of N new routes (table 101, nexthop group, ~64 KiB batches without
+             per-route ACKs): the kernel-write floor of our writer
+    naive    a synchronous pyroute2 IPRoute.route("add") loop (one ACKed request per route), 10k only
+
+Measured for the BGP receivers: the start is the feeder's own Established timestamp (BIRD `show
+protocols`, millisecond resolution; the same clock for every receiver, no polling error) and, as a
+cross-check, the first poll that sees the feeder Established; the end is the first poll that counts
+all N routes in the receiver's kernel table by a netlink dump in `recv` (routes of the receiver's
+protocol in its table; for krs, table 100). Polls are `--poll` apart (default 0.05 s) and cost CPU
+on the same two cores, which is part of every receiver's number equally; the mean poll period is
+reported as the end's resolution.
+
+Run as root from the repository root (results also go to bench/results/, gitignored):
+
+    .venv/bin/python -m bench.kernel_intake                            # 10k and 100k, 3 repetitions
+    .venv/bin/python -m bench.kernel_intake --full                     # adds 1,000,000
+    .venv/bin/python -m bench.kernel_intake --sizes 100000 --receivers krs --repeats 1 --profile /tmp/p
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import pstats
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `bench`, `controller` and `tests` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bgp_intake import (
+    FEEDER_ADDRESS,
+    FEEDER_ASN,
+    FIRST_PREFIX,
+    RECEIVER_ADDRESS,
+    RECEIVER_ASN,
+    BirdFeeder,
+    BirdReceiver,
+    FrrReceiver,
+    Receiver,
+    bird_state,
+)
+from bench.common import REPO_ROOT, machine, markdown_table, median, write_results
+from controller.writers import rtnl
+from tests.support.netns import Host, Lab, LabError
+from tests.support.route_server import Allow, NetnsThread, PeerSpec, RouteServerProcess, ServerSpec
+
+RECEIVERS = ("krs", "bird", "frr")
+REFERENCES = ("floor", "naive")
+KRS_TABLE = 100
+FLOOR_TABLE = 101
+NAIVE_TABLE = 102
+NAIVE_SIZE = 10_000
+PROTO_BIRD = 12
+PROTO_BGP = 186  # FRR's zebra
+PROTO_KRS = 245  # controller/writers/netlink.py DEFAULT_PROTOCOL
+
+
+def count_routes(table: int, protocol: int | None) -> int:
+    """IPv4 routes in one table (of one protocol) by a netlink dump; call it on a NetnsThread."""
+    channel = rtnl.NetlinkChannel()
+    try:
+        count = 0
+        for payload in channel.dump(rtnl.RTM_GETROUTE, socket.AF_INET, table):
+            if protocol is None or payload[5] == protocol:  # rtmsg.rtm_protocol
+                count += 1
+        return count
+    except FileNotFoundError:
+        return 0  # the table does not exist yet
+    finally:
+        channel.close()
+
+
+# -- receivers -----------------------------------------------------------------------------------------
+
+
+class KrsReceiver(Receiver):
+    """`routeserver run` with the feeder as its one peer and a node table association."""
+
+    name = "krs"
+    installs = f"table {KRS_TABLE} (routeserver run: speaker -> FIB -> NodeTableWriter)"
+    kernel = True
+
+    def __init__(self, host: Host, count: int, profile_to: Path | None = None) -> None:
+        super().__init__(host)
+        peer = PeerSpec(
+            "feeder",
+            FEEDER_ADDRESS,
+            FEEDER_ASN,
+            liveness="BGPKeepalive",
+            hold_time=90,
+            passive=True,
+            allowed=(Allow("10.0.0.0/8", 8, 32),),
+            max_prefixes=max(2 * count, 1),
+        )
+        spec = ServerSpec(
+            (peer,),
+            name="intake",
+            asn=RECEIVER_ASN,
+            allowed=None,
+            table=KRS_TABLE,
+            router_id=RECEIVER_ADDRESS,
+        )
+        extra: list[str] = []
+        self.profile_to = profile_to
+        self.process = RouteServerProcess(
+            host, spec, log_level="WARNING", name="krs-intake", extra_args=extra
+        )
+        if profile_to is not None:
+            argv = self.process.argv
+
+            def profiled() -> list[str]:
+                full = argv()
+                return [full[0], "-m", "cProfile", "-o", str(profile_to), *full[1:]]
+
+            self.process.argv = profiled  # type: ignore[method-assign]
+
+    def start(self) -> None:
+        self.host.run("ip", "route", "flush", "table", str(KRS_TABLE), check=False, timeout=120)
+        self.process.start()
+
+    def sample(self) -> Any:
+        raise NotImplementedError  # the kernel count is read by the bench itself
+
+    def pids(self) -> list[int]:
+        assert self.process.proc is not None
+        return [self.process.proc.pid]
+
+    def check(self, count: int) -> dict[str, Any]:
+        table = self.process.table()
+        peer = self.process.peer("feeder")
+        return {
+            "routes_installed": table["routes_installed"],
+            "in_sync": table["in_sync"],
+            "prefixes_accepted": peer["prefixes_accepted"],
+        }
+
+    def stop(self) -> None:
+        if self.process.proc is not None and self.process.proc.alive():
+            self.process.terminate(timeout=300)
+        self.process.close()
+        self.host.run("ip", "route", "flush", "table", str(KRS_TABLE), check=False, timeout=120)
+
+
+@dataclass(frozen=True)
+class Target:
+    table: int
+    protocol: int
+
+
+TARGETS = {
+    "krs": Target(KRS_TABLE, PROTO_KRS),
+    "bird": Target(rtnl.RT_TABLE_MAIN, PROTO_BIRD),
+    "frr": Target(rtnl.RT_TABLE_MAIN, PROTO_BGP),
+}
+INSTALLS = {
+    "krs": KrsReceiver.installs,
+    "bird": "main table (kernel protocol, a synchronous netlink request per route)",
+    "frr": "main table (zebra dataplane, nexthop groups)",
+    "floor": f"table {FLOOR_TABLE} (NodeTableWriter.apply, no BGP)",
+    "naive": f"table {NAIVE_TABLE} (pyroute2 route('add') loop, no BGP)",
+}
+
+
+def make_receiver(name: str, host: Host, count: int, profile_to: Path | None) -> Receiver:
+    if name == "krs":
+        return KrsReceiver(host, count, profile_to)
+    if name == "bird":
+        return BirdReceiver(host, kernel=True)
+    if name == "frr":
+        return FrrReceiver(host)
+    raise ValueError(name)
+
+
+# -- one measurement -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    receiver: str
+    prefixes: int
+    repetition: int
+    kernel_s: float | None = None  # first poll seeing Established -> first poll counting N
+    kernel_from_feeder_s: float | None = None  # feeder's Established (ms clock) -> first poll counting N
+    poll_period_s: float | None = None
+    polls: int = 0
+    check: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def measure(
+    name: str,
+    receiver: Receiver,
+    feeder: BirdFeeder,
+    thread: NetnsThread,
+    count: int,
+    repetition: int,
+    poll: float,
+    timeout: float,
+) -> Run:
+    run = Run(name, count, repetition)
+    target = TARGETS[name]
+    receiver.start()
+    try:
+        time.sleep(0.3)
+        feeder.enable()
+        enabled = time.monotonic()
+        established: float | None = None
+        first = last = enabled
+        done_wall = 0.0
+        done: float | None = None
+        while True:
+            feeder.nudge()
+            up = bird_state(feeder._ctl().command("show protocols all peer_0")) == "Established"
+            installed = thread.call(count_routes, target.table, target.protocol, timeout=120)
+            now = time.monotonic()
+            run.polls += 1
+            if run.polls == 1:
+                first = now
+            last = now
+            if established is None and up:
+                established = now
+            if installed >= count:
+                done, done_wall = now, time.time()
+                break
+            if now - enabled > timeout:
+                run.error = f"timeout after {timeout:g}s: {installed} of {count} in the kernel"
+                break
+            time.sleep(poll)
+        if run.polls > 1:
+            run.poll_period_s = (last - first) / (run.polls - 1)
+        if established is not None and done is not None:
+            run.kernel_s = done - established
+        feeder_up = feeder.established_wall()
+        if feeder_up is not None and done is not None:
+            run.kernel_from_feeder_s = done_wall - feeder_up
+        run.check = receiver.check(count)
+    finally:
+        feeder.disable()
+        receiver.stop()
+    return run
+
+
+# -- the references, inside recv -------------------------------------------------------------------------
+
+
+def _prefixes(count: int) -> list[IPv4Network]:
+    return [IPv4Network((FIRST_PREFIX + i, 32)) for i in range(count)]
+
+
+async def _floor(count: int) -> dict[str, Any]:
+    from controller.writers.base import FibEntry, Prefix
+    from controller.writers.netlink import NodeTableWriter
+
+    gateway = IPv4Address(FEEDER_ADDRESS)
+    changes: dict[Prefix, FibEntry | None] = {p: FibEntry(p, (gateway,)) for p in _prefixes(count)}
+    writer = NodeTableWriter(FLOOR_TABLE, watch=False)
+    await writer.start()
+    gc.collect()
+    started = time.perf_counter()
+    report = await writer.apply(changes)
+    elapsed = time.perf_counter() - started
+    installed = count_routes(FLOOR_TABLE, None)
+    await writer.withdraw_all()
+    await writer.close()
+    return {"seconds": elapsed, "installed": installed, "messages": report.netlink_messages}
+
+
+def _naive(count: int) -> dict[str, Any]:
+    from pyroute2 import IPRoute
+
+    nets = [str(p) for p in _prefixes(count)]
+    with IPRoute() as ipr:
+        started = time.perf_counter()
+        for net in nets:
+            ipr.route("add", dst=net, gateway=FEEDER_ADDRESS, table=NAIVE_TABLE, proto=PROTO_KRS)
+        elapsed = time.perf_counter() - started
+    installed = count_routes(NAIVE_TABLE, None)
+    subprocess.run(["ip", "route", "flush", "table", str(NAIVE_TABLE)], check=True, timeout=120)
+    return {"seconds": elapsed, "installed": installed}
+
+
+def inside_main(args: argparse.Namespace) -> int:
+    result = asyncio.run(_floor(args.count)) if args.inside == "floor" else _naive(args.count)
+    print(json.dumps(result))
+    return 0
+
+
+def reference(host: Host, kind: str, count: int, repetition: int) -> Run:
+    run = Run(kind, count, repetition)
+    argv = [sys.executable, "-m", "bench.kernel_intake", "--inside", kind, "--count", str(count)]
+    done = host.run(*argv, check=False, timeout=600)
+    if done.returncode != 0:
+        run.error = done.stderr.strip()[-500:]
+        return run
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    run.kernel_s = run.kernel_from_feeder_s = data["seconds"]
+    run.check = data
+    if data["installed"] != count:
+        run.error = f"{data['installed']} of {count} in the kernel"
+    return run
+
+
+# -- summary -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    receiver: str
+    installs: str
+    prefixes: int
+    runs: int
+    median_s: float | None
+    min_s: float | None
+    max_s: float | None
+    median_poll_timed_s: float | None
+    poll_ms: float | None
+    vs_bird: float | None = None
+    vs_floor: float | None = None
+
+
+ORDER = (*RECEIVERS, *REFERENCES)
+
+
+def summarise(runs: Sequence[Run]) -> list[Row]:
+    rows = []
+    for count, name in sorted(
+        {(r.prefixes, r.receiver) for r in runs}, key=lambda k: (k[0], ORDER.index(k[1]))
+    ):
+        good = [r for r in runs if (r.prefixes, r.receiver) == (count, name) and r.error is None]
+        times = [r.kernel_from_feeder_s for r in good if r.kernel_from_feeder_s is not None]
+        polled = [r.kernel_s for r in good if r.kernel_s is not None]
+        polls = [r.poll_period_s for r in good if r.poll_period_s is not None]
+        poll = median(polls)
+        rows.append(
+            Row(
+                receiver=name,
+                installs=INSTALLS[name],
+                prefixes=count,
+                runs=len(times),
+                median_s=median(times),
+                min_s=min(times) if times else None,
+                max_s=max(times) if times else None,
+                median_poll_timed_s=median(polled),
+                poll_ms=poll * 1000 if poll is not None else None,
+            )
+        )
+    for row in rows:
+        for attr, ref_name in (("vs_bird", "bird"), ("vs_floor", "floor")):
+            ref = next((r for r in rows if r.prefixes == row.prefixes and r.receiver == ref_name), None)
+            if ref is not None and ref.median_s and row.median_s is not None:
+                setattr(row, attr, row.median_s / ref.median_s)
+    return rows
+
+
+def _fmt(value: float | None, spec: str = ".3f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table(rows: Sequence[Row]) -> str:
+    headers = [
+        "receiver",
+        "installs into",
+        "N",
+        "Established -> N in kernel, median s",
+        "min-max s",
+        "poll-timed s",
+        "routes/s",
+        "x BIRD",
+        "x floor",
+        "poll ms",
+        "runs",
+    ]
+    body = [
+        [
+            r.receiver,
+            r.installs,
+            f"{r.prefixes:,}",
+            _fmt(r.median_s),
+            f"{_fmt(r.min_s)}-{_fmt(r.max_s)}",
+            _fmt(r.median_poll_timed_s),
+            _fmt(r.prefixes / r.median_s if r.median_s else None, ",.0f"),
+            _fmt(r.vs_bird, ".2f"),
+            _fmt(r.vs_floor, ".2f"),
+            _fmt(r.poll_ms, ".1f"),
+            r.runs,
+        ]
+        for r in rows
+    ]
+    return markdown_table(headers, body)
+
+
+# -- main ----------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated prefix counts")
+    parser.add_argument("--full", action="store_true", help="add 1,000,000 prefixes")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--receivers", default=",".join(ORDER), help=f"from {','.join(ORDER)} (naive runs at 10k only)"
+    )
+    parser.add_argument("--poll", type=float, default=0.05, help="seconds between kernel counts")
+    parser.add_argument("--timeout", type=float, default=0.0, help="per run; default 60 s + 100 us/prefix")
+    parser.add_argument(
+        "--profile", type=Path, help="run our route server under cProfile, stats to this file"
+    )
+    parser.add_argument("--inside", choices=REFERENCES, help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.inside:
+        return inside_main(args)
+
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
+    if args.full and 1_000_000 not in sizes:
+        sizes.append(1_000_000)
+    names = [n for n in args.receivers.split(",") if n]
+    if set(names) - set(ORDER):
+        parser.error(f"unknown receivers {sorted(set(names) - set(ORDER))}")
+    names.sort(key=ORDER.index)
+    host_info = machine()
+    runs: list[Run] = []
+    with Lab("kintake") as lab:
+        feed, recv = lab.host("feed"), lab.host("recv")
+        lab.link(feed, recv, [f"{FEEDER_ADDRESS}/30"], [f"{RECEIVER_ADDRESS}/30"])
+        thread = NetnsThread(recv.netns)
+        try:
+            for count in sizes:
+                feeder = BirdFeeder(feed, count) if any(n in RECEIVERS for n in names) else None
+                if feeder is not None:
+                    feeder.start()
+                try:
+                    timeout = args.timeout or 60 + count * 100e-6
+                    for repetition in range(args.repeats):
+                        for name in names:
+                            if name == "naive" and count != NAIVE_SIZE:
+                                continue
+                            if name in REFERENCES:
+                                run = reference(recv, name, count, repetition)
+                            else:
+                                assert feeder is not None
+                                receiver = make_receiver(name, recv, count, args.profile)
+                                try:
+                                    run = measure(
+                                        name, receiver, feeder, thread, count, repetition, args.poll, timeout
+                                    )
+                                except (LabError, AssertionError, OSError, ValueError, KeyError) as exc:
+                                    run = Run(name, count, repetition, error=f"{type(exc).__name__}: {exc}")
+                            runs.append(run)
+                            print(
+                                f"  {name:6} N={count:>9,} #{repetition}: {_fmt(run.kernel_from_feeder_s)} s"
+                                f" (poll-timed {_fmt(run.kernel_s)} s) {run.check}"
+                                + (f" ERROR {run.error}" if run.error else ""),
+                                flush=True,
+                            )
+                finally:
+                    if feeder is not None:
+                        feeder.stop()
+        finally:
+            thread.close()
+
+    rows = summarise(runs)
+    print()
+    print(table(rows))
+    path = write_results(
+        "kernel_intake",
+        {
+            "machine": host_info,
+            "arguments": vars(args) | {"profile": str(args.profile) if args.profile else None},
+            "runs": [asdict(r) for r in runs],
+            "summary": [asdict(r) for r in rows],
+        },
+    )
+    print(f"\nresults: {path.relative_to(REPO_ROOT)}")
+    if args.profile is not None and args.profile.exists():
+        stats = pstats.Stats(str(args.profile))
+        stats.strip_dirs()
+        for key in ("tottime", "cumulative"):
+            print(f"\n== cProfile of the route server, by {key} ==")
+            stats.sort_stats(key).print_stats(30)
+    return 1 if any(r.error for r in runs) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
