@@ -319,3 +319,7 @@ class FakeBfd:
 
     def live(self, peer: str) -> list[FakeHandle]:
         return [h for h in self.handles if str(h.peer) == peer and not h.released]
+
+    def subscribed(self, peer: str) -> list[FakeHandle]:
+        """Live handles whose subscriber is attached: only these can deliver state changes."""
+        return [h for h in self.live(peer) if h.callback is not None and h.loop is not None]

@@ -125,7 +125,7 @@ async def test_bfd_session_is_requested_when_bgp_is_established(harness: Harness
     await harness.runtime.apply(two_firewalls())
     assert harness.bfd.handles == []  # nothing before the session is up
     harness.speaker.establish("fw-a")
-    await until(lambda: len(harness.bfd.live("10.0.0.2")) == 1)
+    await until(lambda: len(harness.bfd.subscribed("10.0.0.2")) == 1)
     (handle,) = harness.bfd.live("10.0.0.2")
     assert handle.local == ip_address("10.0.0.1")  # the session's local address (configured here)
     assert (handle.profile.min_tx_us, handle.profile.min_rx_us, handle.profile.multiplier) == (
@@ -148,7 +148,7 @@ async def test_bfd_down_tears_bgp_down_and_moves_the_fib_in_the_same_step(harnes
         speaker.establish(name)
     speaker.announce("fw-a", "203.0.113.10/32", path_length=1)
     speaker.announce("fw-b", "203.0.113.10/32", path_length=3)
-    await until(lambda: len(harness.bfd.live("10.0.0.2")) == 1)
+    await until(lambda: len(harness.bfd.subscribed("10.0.0.2")) == 1)
     await harness.settle()
     handle = harness.bfd.live("10.0.0.2")[0]
     rs = harness.runtime.route_server("vip")
@@ -182,7 +182,7 @@ async def test_bfd_down_tears_bgp_down_and_moves_the_fib_in_the_same_step(harnes
 async def test_peer_admin_down_is_not_a_failure(harness: Harness) -> None:
     await harness.runtime.apply(two_firewalls())
     harness.speaker.establish("fw-a")
-    await until(lambda: len(harness.bfd.live("10.0.0.2")) == 1)
+    await until(lambda: len(harness.bfd.subscribed("10.0.0.2")) == 1)
     handle = harness.bfd.live("10.0.0.2")[0]
     handle.emit(BfdState.DOWN, BfdState.UP, BfdReason.RECEIVED_INIT)
     handle.emit(
@@ -427,7 +427,7 @@ async def test_removing_a_route_server_withdraws_and_stops_it(harness: Harness) 
 async def test_removing_a_peer_releases_its_bfd_session(harness: Harness) -> None:
     await harness.runtime.apply(two_firewalls())
     harness.speaker.establish("fw-a")
-    await until(lambda: len(harness.bfd.live("10.0.0.2")) == 1)
+    await until(lambda: len(harness.bfd.subscribed("10.0.0.2")) == 1)
     handle = harness.bfd.live("10.0.0.2")[0]
     state = desired(
         [server(**ALLOW)], [peer("fw-b", "10.0.0.3", localAddress="10.0.0.1")], [association("t")]
@@ -439,7 +439,7 @@ async def test_removing_a_peer_releases_its_bfd_session(harness: Harness) -> Non
 async def test_changed_bfd_settings_replace_the_bfd_session(harness: Harness) -> None:
     await harness.runtime.apply(two_firewalls())
     harness.speaker.establish("fw-a")
-    await until(lambda: len(harness.bfd.live("10.0.0.2")) == 1)
+    await until(lambda: len(harness.bfd.subscribed("10.0.0.2")) == 1)
     first = harness.bfd.live("10.0.0.2")[0]
     faster = desired(
         [server(**ALLOW)],
@@ -556,7 +556,7 @@ async def test_rejected_routes_are_logged_once_per_increase(
 async def test_a_new_peer_address_replaces_the_bfd_session(harness: Harness) -> None:
     await harness.runtime.apply(two_firewalls())
     harness.speaker.establish("fw-a")
-    await until(lambda: len(harness.bfd.live("10.0.0.2")) == 1)
+    await until(lambda: len(harness.bfd.subscribed("10.0.0.2")) == 1)
     old = harness.bfd.live("10.0.0.2")[0]
     moved = desired(
         [server(**ALLOW)],
@@ -570,7 +570,7 @@ async def test_a_new_peer_address_replaces_the_bfd_session(harness: Harness) -> 
     assert ("update", "fw-a") in harness.speaker.calls
     await until(lambda: old.released)
     harness.speaker.establish("fw-a")
-    await until(lambda: len(harness.bfd.live("10.0.0.9")) == 1)
+    await until(lambda: len(harness.bfd.subscribed("10.0.0.9")) == 1)
 
 
 async def test_a_change_delivered_before_subscribe_returns_wins_over_the_snapshot(harness: Harness) -> None:
@@ -579,7 +579,7 @@ async def test_a_change_delivered_before_subscribe_returns_wins_over_the_snapsho
     )
     await harness.runtime.apply(two_firewalls())
     harness.speaker.establish("fw-a")
-    await until(lambda: len(harness.bfd.live("10.0.0.2")) == 1)
+    await until(lambda: len(harness.bfd.subscribed("10.0.0.2")) == 1)
     peer_runtime = harness.runtime.route_server("vip").peers["fw-a"]
     await until(lambda: not peer_runtime.bfd_pending and peer_runtime.bfd_last is not None)
     await asyncio.sleep(0.01)
