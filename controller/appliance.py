@@ -47,6 +47,7 @@ from bgp.types import (
     SegmentType,
 )
 from controller import logs
+from controller.argtypes import address, int_in, positive_seconds
 
 log = logging.getLogger("controller.appliance")
 
@@ -178,36 +179,6 @@ def _prefix(text: str) -> Prefix:
         raise argparse.ArgumentTypeError(f"invalid prefix {text!r}: {exc}") from None
 
 
-def _bounded(low: int, high: int, what: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{what} must be within {low}..{high}, got {value}")
-        return value
-
-    return parse
-
-
-def _address(text: str) -> IPAddress:
-    try:
-        return ip_address(text.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be more than 0 seconds")
-    return value
-
-
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register `routeserver appliance` (controller/cli.py calls this)."""
     parser = commands.add_parser(
@@ -216,14 +187,14 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Peer with a route server over BGP and BFD and advertise prefixes (a VIP holder's "
         "sidecar). SIGTERM withdraws the prefixes, then closes the session.",
     )
-    parser.add_argument("--asn", required=True, type=_bounded(1, MAX_ASN, "--asn"), help="our AS number")
-    parser.add_argument("--router-id", type=_address, help="BGP Identifier (default: --local-address)")
-    parser.add_argument("--local-address", type=_address, help="our address toward the route server")
+    parser.add_argument("--asn", required=True, type=int_in(1, MAX_ASN, "--asn"), help="our AS number")
+    parser.add_argument("--router-id", type=address, help="BGP Identifier (default: --local-address)")
+    parser.add_argument("--local-address", type=address, help="our address toward the route server")
     parser.add_argument(
         "--peer", required=True, type=parse_peer, metavar="ADDRESS[:PORT]", help="the route server"
     )
     parser.add_argument(
-        "--peer-asn", required=True, type=_bounded(1, MAX_ASN, "--peer-asn"), help="the route server's AS"
+        "--peer-asn", required=True, type=int_in(1, MAX_ASN, "--peer-asn"), help="the route server's AS"
     )
     parser.add_argument(
         "--advertise",
@@ -236,13 +207,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--prepend",
-        type=_bounded(0, MAX_PREPEND, "--prepend"),
+        type=int_in(0, MAX_PREPEND, "--prepend"),
         default=0,
         metavar="N",
         help="prepend our AS N extra times (a standby: a longer path loses)",
     )
     parser.add_argument(
-        "--med", type=_bounded(0, MAX_ASN, "--med"), metavar="N", help="MULTI_EXIT_DISC (lower wins)"
+        "--med", type=int_in(0, MAX_ASN, "--med"), metavar="N", help="MULTI_EXIT_DISC (lower wins)"
     )
     parser.add_argument(
         "--community",
@@ -253,37 +224,37 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="COMMUNITY",
         help="ASN:VALUE, GLOBAL:LOCAL1:LOCAL2 or no-export/no-advertise/... (repeatable)",
     )
-    parser.add_argument("--next-hop", type=_address, help="next hop of our routes (default: our address)")
+    parser.add_argument("--next-hop", type=address, help="next hop of our routes (default: our address)")
     parser.add_argument(
         "--hold-time",
-        type=_bounded(0, 0xFFFF, "--hold-time"),
+        type=int_in(0, 0xFFFF, "--hold-time"),
         default=90,
         metavar="SECONDS",
         help="BGP hold time (0 or 3..65535; default 90)",
     )
     parser.add_argument(
         "--connect-retry",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=5.0,
         metavar="SECONDS",
         help="seconds between connection attempts (default 5)",
     )
     parser.add_argument(
         "--listen-port",
-        type=_bounded(0, 0xFFFF, "--listen-port"),
+        type=int_in(0, 0xFFFF, "--listen-port"),
         default=179,
         help="accept the route server's connections on this port too; 0 only connects (default 179)",
     )
     parser.add_argument(
         "--bfd-interval-ms",
-        type=_bounded(10, 10_000, "--bfd-interval-ms"),
+        type=int_in(10, 10_000, "--bfd-interval-ms"),
         default=300,
         metavar="MS",
         help="BFD transmit and receive interval (default 300)",
     )
     parser.add_argument(
         "--bfd-multiplier",
-        type=_bounded(1, 255, "--bfd-multiplier"),
+        type=int_in(1, 255, "--bfd-multiplier"),
         default=3,
         metavar="N",
         help="BFD detection multiplier (default 3)",

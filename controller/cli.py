@@ -17,10 +17,10 @@ import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
-from ipaddress import IPv4Address
 
 from controller import appliance, demo, logs
 from controller.admin import DEFAULT_ADMIN_ADDRESS, parse_address
+from controller.argtypes import route_protocol, router_id
 from controller.standalone import RunOptions, run, validate
 from controller.status import render
 from controller.writers.netlink import DEFAULT_PROTOCOL
@@ -40,27 +40,6 @@ def _label(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
-
-
-def _router_id(text: str) -> IPv4Address:
-    try:
-        address = IPv4Address(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
-    if int(address) == 0:
-        raise argparse.ArgumentTypeError("the router ID must not be 0.0.0.0 (RFC 6286)")
-    return address
-
-
-def _route_protocol(text: str) -> int:
-    """0-4 are the kernel's own protocols (unspec, redirect, kernel, boot, static): never ours."""
-    try:
-        number = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 5 <= number <= 255:
-        raise argparse.ArgumentTypeError(f"route protocol {number} is not in 5-255 (0-4 are the kernel's)")
-    return number
 
 
 def _files(parser: argparse.ArgumentParser) -> None:
@@ -110,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--router-id",
-        type=_router_id,
+        type=router_id,
         help="BGP Identifier for route servers without routerID (default: lowest non-loopback IPv4 address)",
     )
     run.add_argument(
@@ -129,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--route-protocol",
-        type=_route_protocol,
+        type=route_protocol,
         default=os.environ.get("KRS_ROUTE_PROTOCOL", str(DEFAULT_PROTOCOL)),
         metavar="N",
         help=f"rtnetlink protocol of our routes (default {DEFAULT_PROTOCOL}, env KRS_ROUTE_PROTOCOL)",

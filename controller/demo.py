@@ -33,7 +33,7 @@ import signal
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +41,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 import controller
+from controller.argtypes import int_in, seconds_in
 from controller.netlab import Host, Lab, LabError, ManagedProcess, sweep_stale_labs
 from controller.status import render
 
@@ -82,32 +83,6 @@ class DemoOptions:
 # -- argument parsing ---------------------------------------------------------------------------------
 
 
-def _int_in(low: int, high: int, what: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{what} must be within {low}..{high}, got {value}")
-        return value
-
-    return parse
-
-
-def _seconds(low: float, high: float, what: str) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be a number of seconds, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{what} must be within {low:g}..{high:g} seconds")
-        return value
-
-    return parse
-
-
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register `routeserver demo` (controller/cli.py calls this)."""
     parser = commands.add_parser(
@@ -118,39 +93,39 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "touches nothing outside its own namespaces and removes them on exit.",
     )
     parser.add_argument(
-        "--rounds", type=_int_in(1, 100, "--rounds"), default=1, help="freeze/unfreeze rounds (default 1)"
+        "--rounds", type=int_in(1, 100, "--rounds"), default=1, help="freeze/unfreeze rounds (default 1)"
     )
     parser.add_argument(
         "--bfd-interval-ms",
-        type=_int_in(10, 10_000, "--bfd-interval-ms"),
+        type=int_in(10, 10_000, "--bfd-interval-ms"),
         default=100,
         metavar="MS",
         help="BFD interval on every session (default 100)",
     )
     parser.add_argument(
         "--bfd-multiplier",
-        type=_int_in(1, 255, "--bfd-multiplier"),
+        type=int_in(1, 255, "--bfd-multiplier"),
         default=3,
         metavar="N",
         help="BFD detection multiplier (default 3)",
     )
     parser.add_argument(
         "--timeout",
-        type=_seconds(0.1, 120, "--timeout"),
+        type=seconds_in(0.1, 120, "--timeout"),
         default=5.0,
         metavar="SECONDS",
         help="fail when the VIP has not moved this long after the freeze (default 5)",
     )
     parser.add_argument(
         "--frozen-seconds",
-        type=_seconds(0, 300, "--frozen-seconds"),
+        type=seconds_in(0, 300, "--frozen-seconds"),
         default=2.0,
         metavar="SECONDS",
         help="keep the active appliance frozen this long before the failback (default 2)",
     )
     parser.add_argument(
         "--probe-interval-ms",
-        type=_seconds(1, 1000, "--probe-interval-ms"),
+        type=seconds_in(1, 1000, "--probe-interval-ms"),
         default=10.0,
         metavar="MS",
         help="the client's probe interval (default 10)",
