@@ -14,8 +14,7 @@ NOTIFICATION, RFC 4724 §4.2); GoBGP's group covers the F bit clear. Its static 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -31,10 +30,13 @@ from tests.support.bgp_interop import (
     Topology,
     build_topology,
     many_routes,
+    never_established,
     next_event_index,
+    poll,
     removed_prefixes,
     sample_rib,
     start_rs,
+    tcp_ext_counter,
     updates_received,
     wait_daemon_holds_exactly,
     wait_down,
@@ -43,8 +45,7 @@ from tests.support.bgp_interop import (
 )
 from tests.support.daemons.base import Neighbor, Route
 from tests.support.daemons.exabgp import ExabgpDaemon
-from tests.support.daemons.krs import KrsSpeaker
-from tests.support.netns import Host, Lab
+from tests.support.netns import Lab
 
 pytestmark = [pytest.mark.netns, pytest.mark.interop]
 
@@ -74,31 +75,6 @@ def start_exabgp(
     )
     daemon.start()
     return daemon
-
-
-def poll(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.05)
-
-
-def tcp_ext_counter(host: Host, name: str) -> int:
-    """A TcpExt counter of the host's network namespace (/proc/net/netstat is per namespace)."""
-    lines = host.run("cat", "/proc/net/netstat").stdout.splitlines()
-    for header, values in zip(lines[::2], lines[1::2], strict=True):
-        if header.startswith("TcpExt:"):
-            return int(dict(zip(header.split(), values.split(), strict=True))[name])
-    raise AssertionError("no TcpExt counters")
-
-
-def never_established(rs: KrsSpeaker, exa: ExabgpDaemon, topo: Topology, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert rs.session_state(topo.peer_address()) != "Established"
-        assert exa.session_state(topo.rs_address()) != "Established"
-        time.sleep(0.1)
-    assert rs.peer_status(topo.peer_address())["established_count"] == 0
 
 
 # -- sessions, exact attributes, withdraw, origination ---------------------------------------------

@@ -15,8 +15,7 @@ advertises the 4-octet AS capability, so "2-octet" here means 2-octet AS numbers
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -33,10 +32,13 @@ from tests.support.bgp_interop import (
     build_topology,
     diff_views,
     many_routes,
+    never_established,
     next_event_index,
+    poll,
     removed_prefixes,
     sample_rib,
     start_rs,
+    tcp_ext_counter,
     updates_received,
     wait_daemon_holds_exactly,
     wait_down,
@@ -45,8 +47,7 @@ from tests.support.bgp_interop import (
 )
 from tests.support.daemons.base import Neighbor, Route
 from tests.support.daemons.gobgp import GobgpDaemon
-from tests.support.daemons.krs import KrsSpeaker
-from tests.support.netns import Host, Lab
+from tests.support.netns import Lab
 
 pytestmark = [pytest.mark.netns, pytest.mark.interop]
 
@@ -74,31 +75,6 @@ def start_gobgp(
     )
     daemon.start()
     return daemon
-
-
-def poll(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.05)
-
-
-def tcp_ext_counter(host: Host, name: str) -> int:
-    """A TcpExt counter of the host's network namespace (/proc/net/netstat is per namespace)."""
-    lines = host.run("cat", "/proc/net/netstat").stdout.splitlines()
-    for header, values in zip(lines[::2], lines[1::2], strict=True):
-        if header.startswith("TcpExt:"):
-            return int(dict(zip(header.split(), values.split(), strict=True))[name])
-    raise AssertionError("no TcpExt counters")
-
-
-def never_established(rs: KrsSpeaker, gobgp: GobgpDaemon, topo: Topology, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert rs.session_state(topo.peer_address()) != "Established"
-        assert gobgp.session_state(topo.rs_address()) != "Established"
-        time.sleep(0.1)
-    assert rs.peer_status(topo.peer_address())["established_count"] == 0
 
 
 # -- sessions, exact attributes, withdraw, origination ---------------------------------------------

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -348,3 +348,30 @@ def sample_rib(rs: KrsSpeaker, prefixes: Iterable[str], interval: float = 0.05) 
     finally:
         sampler.stop()
         thread.join(timeout=10)
+
+
+def poll(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Wait until predicate() holds; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.05)
+
+
+def tcp_ext_counter(host: Host, name: str) -> int:
+    """A TcpExt counter of the host's network namespace (/proc/net/netstat is per namespace)."""
+    lines = host.run("cat", "/proc/net/netstat").stdout.splitlines()
+    for header, values in zip(lines[::2], lines[1::2], strict=True):
+        if header.startswith("TcpExt:"):
+            return int(dict(zip(header.split(), values.split(), strict=True))[name])
+    raise AssertionError("no TcpExt counters")
+
+
+def never_established(rs: KrsSpeaker, daemon: RoutingDaemon, topo: Topology, seconds: float) -> None:
+    """Neither side reaches Established for `seconds` (e.g. a TCP-MD5 key mismatch)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert rs.session_state(topo.peer_address()) != "Established"
+        assert daemon.session_state(topo.rs_address()) != "Established"
+        time.sleep(0.1)
+    assert rs.peer_status(topo.peer_address())["established_count"] == 0
