@@ -12,11 +12,20 @@ Persist routes (AWS semantics, `persistRoutes`): while every session of the rout
 the last FIB is held instead of emptied. When a session returns, a persist window of
 `duration_seconds` starts: re-advertised prefixes replace their persisted entries at once, and when
 the window ends whatever was not re-advertised is removed. `reset()` drops the persisted FIB now.
+
+Sessions rarely fail at the same instant, even when one cause takes them all (the route server's own
+link dies): BFD notices each one when its own detection timer runs out, milliseconds apart. So with
+persist enabled, a prefix whose last path leaves because its session went down (never one withdrawn
+by UPDATE) is not removed at once but held for `grace_seconds`. If every session is down before the
+grace ends, the held prefixes join the persisted FIB (Holding) like the last session's; otherwise
+they are removed when it ends. A prefix that still has another path moves at once: the grace never
+delays a failover, it only delays removing a route that has nowhere else to go.
 """
 
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -46,10 +55,19 @@ class PersistState(enum.Enum):
     RECOVERING = "Recovering"  # sessions back: persisted entries kept until the window ends
 
 
+# Sessions that one failure takes down are detected within about one BFD detection time of each other
+# (each expires on its own last received packet); the default BFD 300 ms x 3 detects in 0.9 s. Two
+# seconds covers that with room for a busy event loop, yet a prefix that lost its only appliance
+# lingers in the tables for at most two seconds before a covering route can take over. The runtime
+# raises it for slower BFD timers (controller/runtime.py, `persist_config`).
+DEFAULT_GRACE_SECONDS = 2.0
+
+
 @dataclass(frozen=True, slots=True)
 class PersistConfig:
     enabled: bool = False
     duration_seconds: int = 120
+    grace_seconds: float = DEFAULT_GRACE_SECONDS  # hold a session's last paths this long (see above)
 
 
 class Fib:
@@ -66,6 +84,11 @@ class Fib:
         self._state = PersistState.LIVE
         self._sessions_up = 0
         self._window_ends: float | None = None
+        # Persist grace: prefixes held in `_persisted` because their session went down while others
+        # stayed up, with the end of their grace; the queue holds (end, prefixes) in time order.
+        # An entry is current only while the prefix is still persisted and its end matches.
+        self._grace_until: dict[Prefix, float] = {}
+        self._grace_queue: deque[tuple[float, list[Prefix]]] = deque()
 
     @property
     def state(self) -> PersistState:
@@ -78,33 +101,67 @@ class Fib:
         return merged
 
     def persisted(self) -> Mapping[Prefix, tuple[Address, ...]]:
+        """Held entries: persisted (Holding, the recovery window) and those in their grace."""
         return self._persisted
 
-    def next_deadline(self) -> float | None:
+    @property
+    def recovery_deadline(self) -> float | None:
+        """When the recovery window ends (None: no window running)."""
         return self._window_ends
 
-    def update(self, prefix: Prefix, hops: tuple[Address, ...]) -> dict[Prefix, FibEntry | None]:
+    def next_deadline(self) -> float | None:
+        """The next `handle_timer` instant: the window's end or the earliest grace end."""
+        grace = self._grace_queue[0][0] if self._grace_queue else None
+        if grace is None or self._window_ends is None:
+            return self._window_ends if grace is None else grace
+        return min(grace, self._window_ends)
+
+    def update(
+        self, prefix: Prefix, hops: tuple[Address, ...], session_down_at: float | None = None
+    ) -> dict[Prefix, FibEntry | None]:
         """Set the live next hops of one prefix (empty: no live path)."""
-        return self.update_many([(prefix, hops)])
+        return self.update_many([(prefix, hops)], session_down_at)
 
     def update_many(
-        self, items: Iterable[tuple[Prefix, tuple[Address, ...]]]
+        self,
+        items: Iterable[tuple[Prefix, tuple[Address, ...]]],
+        session_down_at: float | None = None,
     ) -> dict[Prefix, FibEntry | None]:
+        """Set live next hops; `session_down_at`: these paths left with a session that went down then.
+
+        Persist grace (module docstring): prefixes losing their last path that way are held.
+        """
         changes: dict[Prefix, FibEntry | None] = {}
+        graced: list[Prefix] = []
         for prefix, hops in items:
             before = self._effective(prefix)
             if hops:
                 self._live[prefix] = hops
                 self._persisted.pop(prefix, None)  # re-advertised: the live path wins from now on
             else:
-                self._live.pop(prefix, None)
+                lost = self._live.pop(prefix, None)
                 if self._state is PersistState.HOLDING and before:
                     # The path went away because its session went down: hold it.
                     self._persisted[prefix] = before
+                elif lost and session_down_at is not None and self.persist.enabled:
+                    # Persist grace hook: its session went down; hold it (see _hold_for_grace).
+                    self._persisted[prefix] = lost
+                    graced.append(prefix)
             after = self._effective(prefix)
             if after != before:
                 changes[prefix] = FibEntry(prefix, after) if after else None
+        if graced:
+            self._hold_for_grace(graced, session_down_at or 0.0)
         return changes
+
+    def _hold_for_grace(self, prefixes: list[Prefix], down_at: float) -> None:
+        """Start the grace of prefixes whose session went down at `down_at` (already persisted)."""
+        ends = down_at + self.persist.grace_seconds
+        if self._grace_queue:
+            ends = max(ends, self._grace_queue[-1][0])  # keep the queue in time order
+        for prefix in prefixes:
+            self._grace_until[prefix] = ends
+        self._grace_queue.append((ends, prefixes))
 
     def sessions_changed(self, sessions_up: int, now: float) -> dict[Prefix, FibEntry | None]:
         """Track how many sessions are up; drives HOLDING and the recovery window."""
@@ -116,27 +173,47 @@ class Fib:
             self._state = PersistState.HOLDING
             self._window_ends = None
             self._persisted.update(self._live)
+            # Prefixes in their grace are persisted already: from now on they are held like the rest.
+            self._grace_until.clear()
+            self._grace_queue.clear()
         elif sessions_up > 0 and self._state is PersistState.HOLDING:
             self._state = PersistState.RECOVERING
             self._window_ends = now + self.persist.duration_seconds
         return {}
 
     def handle_timer(self, now: float) -> dict[Prefix, FibEntry | None]:
-        """End of the recovery window: drop what was not re-advertised."""
-        if self._window_ends is None or now < self._window_ends:
-            return {}
-        return self._drop_persisted()
+        """End of a grace (some session is still up: drop its prefixes) and of the recovery window
+        (drop what was not re-advertised; prefixes still in their grace keep it)."""
+        changes: dict[Prefix, FibEntry | None] = {}
+        queue = self._grace_queue
+        while queue and queue[0][0] <= now:
+            ends, prefixes = queue.popleft()
+            for prefix in prefixes:
+                if self._grace_until.get(prefix) != ends:
+                    continue  # lost again later: a newer grace owns it
+                del self._grace_until[prefix]
+                if self._persisted.pop(prefix, None) is not None and prefix not in self._live:
+                    changes[prefix] = None
+        if self._window_ends is not None and now >= self._window_ends:
+            changes.update(self._drop_persisted(keep_grace=True))
+        return changes
 
     def reset(self) -> dict[Prefix, FibEntry | None]:
-        """Empty the persisted FIB now (the user's "reset" action)."""
-        return self._drop_persisted()
+        """Empty the persisted FIB now (the user's "reset" action), prefixes in their grace too."""
+        return self._drop_persisted(keep_grace=False)
 
-    def _drop_persisted(self) -> dict[Prefix, FibEntry | None]:
+    def _drop_persisted(self, keep_grace: bool) -> dict[Prefix, FibEntry | None]:
         changes: dict[Prefix, FibEntry | None] = {}
+        grace = self._grace_until
         for prefix in list(self._persisted):
+            if keep_grace and prefix in grace:
+                continue
             del self._persisted[prefix]
             if prefix not in self._live:
                 changes[prefix] = None
+        if not keep_grace:
+            grace.clear()
+            self._grace_queue.clear()
         self._window_ends = None
         still_down = self._sessions_up == 0 and self.persist.enabled
         self._state = PersistState.HOLDING if still_down else PersistState.LIVE

@@ -18,7 +18,17 @@ own call stack, so nothing waits for a task switch:
 - PeerStateChanged: `Fib.sessions_changed` with the Established count (persist-routes: every
   session down holds the FIB; the recovery window runs on a loop timer at `Fib.next_deadline()`).
   The state change is published before the session's routes are withdrawn, which is the order the
-  Fib needs to hold them.
+  Fib needs to hold them: RoutesChanged of a peer that is no longer Established are paths that left
+  with their session, which persist-routes holds for its grace (controller/fib.py).
+- Restart (route-selection deferral, RFC 4724 §4.1 Selection_Deferral_Timer, like FRR's and BIRD's
+  update-delay): a table that adopted routes of a previous run (persistRoutes) does not rewrite those
+  prefixes while the sessions come back one by one, since the first peer to send its table may be the
+  standby. Their FIB changes are deferred until every configured peer is Established and has sent
+  End-of-RIB for the adopted families, then the converged FIB is written in one batch. Bounds: peers
+  not Established after `establish_wait_seconds` are no longer waited for, and `max_seconds` ends
+  it regardless. A session that goes down during the deferral ends it at once (an adopted route may
+  point at the appliance that failed: failover is never deferred). Prefixes that were not adopted are
+  written at once.
 - Liveness (RFC 5882): for a peer with liveness BFD, a single-hop BFD session to the peer address
   from the BGP connection's local address is requested when the BGP session first becomes
   Established (only then is the local address known for sure; the peer must have come up once for
@@ -48,12 +58,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import functools
+import gc
 import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 
@@ -77,10 +89,11 @@ from bgp.speaker import (
     Speaker,
     SpeakerEvent,
 )
-from bgp.types import IPAddress, key_to_prefix, prefix_key
+from bgp.types import IPV4_UNICAST, IPV6_UNICAST, IPAddress, key_to_prefix, prefix_key
 from controller import logs
-from controller.fib import Fib, PersistState, SelectionMode, select_next_hops
+from controller.fib import Fib, PersistConfig, PersistState, SelectionMode, select_next_hops
 from controller.metrics import Metrics
+from controller.prefixes import prefix_from_key
 from controller.status import (
     MAX_LISTED_REJECTIONS,
     AgentStatus,
@@ -117,6 +130,11 @@ SPEAKER_RETRY = 10.0
 CLOSE_TIMEOUT = 10.0
 MAX_STATUS_ROUTES = 1000  # FIB and installed routes listed per route server / table in status
 MAX_LOGGED_GROUPS = 5  # failover groups logged per change set (the rest are summarised)
+# The cyclic collector's young-generation threshold while an agent runs. A route feed allocates about
+# ten long-lived objects per prefix; at the default (700) the collector then runs thousands of times
+# and rescans the growing route state, about a third of a 100k-prefix intake. Older generations keep
+# their default ratios, so cyclic garbage is still collected, only in fewer, larger passes.
+GC_YOUNG_THRESHOLD = 50_000
 
 BFD_STATE_NAMES = {
     BfdState.ADMIN_DOWN: "AdminDown",
@@ -124,6 +142,42 @@ BFD_STATE_NAMES = {
     BfdState.INIT: "Init",
     BfdState.UP: "Up",
 }
+GRACE_DETECTIONS = 2  # the persist grace covers this many of the slowest BFD peer's detection times
+
+
+@dataclass(frozen=True, slots=True)
+class RestartDeferral:
+    """Route-selection deferral after a restart (module docstring; RFC 4724 §4.1).
+
+    10 s bounds how long adopted routes ignore the FIB (peers that restart with us reconnect and
+    send their tables within a second or two); peers still not Established after 5 s are taken for
+    gone, as FRR's update-delay establish-wait does. `max_seconds` 0 disables the deferral.
+    """
+
+    max_seconds: float = 10.0
+    establish_wait_seconds: float = 5.0
+
+
+class DeferralEnd(enum.Enum):
+    CONVERGED = "Converged"  # every awaited peer Established and sent End-of-RIB
+    TIMER_EXPIRED = "TimerExpired"  # max_seconds passed
+    SESSION_DOWN = "SessionDown"  # a session went down: failover is not deferred
+    STOPPED = "Stopped"
+
+
+def persist_config(desired: RouteServerDesired) -> PersistConfig:
+    """The FIB's persist settings: the grace covers GRACE_DETECTIONS of the slowest BFD peer's
+    detection time (sessions one failure takes down are detected up to about one apart)."""
+    persist = desired.persist
+    grace = persist.grace_seconds
+    for peer in desired.peers:
+        bfd = peer.bfd
+        if bfd is not None:
+            detection = bfd.detect_multiplier * max(bfd.min_tx_ms, bfd.min_rx_ms) / 1000.0
+            grace = max(grace, GRACE_DETECTIONS * detection)
+    return persist if grace == persist.grace_seconds else replace(persist, grace_seconds=grace)
+
+
 # Session ends the operator asked for are not worth a warning.
 _EXPECTED_DOWN = frozenset(
     {TransitionReason.MANUAL_STOP, TransitionReason.CONFIGURATION_CHANGE, TransitionReason.ADMIN_RESET}
@@ -320,6 +374,11 @@ class TableRuntime:
         self.last_sync_at: float | None = None
         self.last_write_at: float | None = None
         self.synced = False
+        # Restart deferral (module docstring): the prefixes adopted at start while the owner defers
+        # them (None: not deferring), their families, and those whose FIB changes were held back.
+        self._adopted: frozenset[Prefix] | None = None
+        self.adopted_families: frozenset[str] = frozenset()
+        self._deferred: set[Prefix] = set()
 
     @property
     def name(self) -> str:
@@ -338,12 +397,23 @@ class TableRuntime:
             if self.passes(prefix)
         }
 
+    def _desired_hops(self) -> Mapping[Prefix, tuple[Address, ...]]:
+        """What the table should hold, as prefix -> next hops (the FIB itself without a filter)."""
+        entries = self.owner.fib.entries()
+        if self.filter is None:
+            return entries
+        return {prefix: hops for prefix, hops in entries.items() if self.passes(prefix)}
+
     def push(self, changes: Mapping[Prefix, FibEntry | None]) -> None:
-        added = False
-        for prefix, entry in changes.items():
-            if self.passes(prefix):
-                self._pending[prefix] = entry
-                added = True
+        if self.filter is None:
+            added = bool(changes)
+            self._pending.update(changes)  # latest wins per prefix; one C-level pass for a bulk feed
+        else:
+            added = False
+            for prefix, entry in changes.items():
+                if self.passes(prefix):
+                    self._pending[prefix] = entry
+                    added = True
         if added:
             if self._pending_since is None:
                 self._pending_since = time.monotonic()
@@ -433,8 +503,14 @@ class TableRuntime:
         persist = self.owner.desired.persist
         if adopted and persist.enabled:
             # Routes of a previous run: keep them for the persist window while sessions come back
-            # (re-advertised prefixes replace them at once); the first resync removes the rest.
+            # (re-advertised prefixes replace them once the deferral ends); the first resync removes
+            # the rest.
             self._resync_at = loop.time() + persist.duration_seconds
+            if self.owner.deferring:
+                self._adopted = frozenset(writer.installed())
+                self.adopted_families = frozenset(
+                    str(IPV4_UNICAST if p.version == 4 else IPV6_UNICAST) for p in self._adopted
+                )
             logs.event(
                 log,
                 logging.INFO,
@@ -447,11 +523,36 @@ class TableRuntime:
             )
         else:
             self._resync_at = loop.time()
+        self.owner.check_deferral()
+
+    def end_deferral(self) -> int:
+        """The owner's deferral ended: write the FIB of the adopted prefixes it held back (one batch)."""
+        adopted, self._adopted = self._adopted, None
+        deferred, self._deferred = self._deferred, set()
+        if adopted is None or not deferred:
+            return 0
+        entries = self.owner.fib.entries()
+        self.push({p: FibEntry(p, entries[p]) if p in entries else None for p in deferred})
+        return len(deferred)
+
+    def _defer(self, batch: dict[Prefix, FibEntry | None]) -> dict[Prefix, FibEntry | None]:
+        """Hold back the changes of adopted prefixes (end_deferral writes their FIB later)."""
+        adopted = self._adopted
+        assert adopted is not None
+        held = [p for p in batch if p in adopted]
+        if not held:
+            return batch
+        self._deferred.update(held)
+        return {p: e for p, e in batch.items() if p not in adopted}
 
     async def _apply(self) -> None:
         assert self.writer is not None
         batch, self._pending = self._pending, {}
         since, self._pending_since = self._pending_since, None
+        if self._adopted is not None:  # restart deferral: adopted prefixes wait (end_deferral)
+            batch = self._defer(batch)
+            if not batch:
+                return
         report = await self.writer.apply(batch)
         for prefix in batch:
             self.rejected.pop(prefix, None)
@@ -461,7 +562,13 @@ class TableRuntime:
         assert self.writer is not None
         self._pending = {}
         since, self._pending_since = self._pending_since, None
-        report = await self.writer.resync(self.desired_routes())
+        desired = self.desired_routes()
+        if self._adopted is not None:
+            # Restart deferral: adopted routes stay as installed; end_deferral writes the FIB's.
+            self._deferred.update(p for p in self._adopted if p in desired)
+            installed = self.writer.installed()
+            desired.update({p: FibEntry(p, installed[p]) for p in self._adopted if p in installed})
+        report = await self.writer.resync(desired)
         self.rejected = {}
         self._resync_at = asyncio.get_running_loop().time() + self._resync_interval
         self.last_sync_at = time.time()
@@ -535,8 +642,12 @@ class TableRuntime:
 
     def view(self, max_routes: int = MAX_STATUS_ROUTES) -> TableView:
         """The table's status; up to `max_routes` installed routes listed (0: counts only)."""
-        installed = dict(self.writer.installed()) if self.writer is not None else {}
-        desired = self.desired_routes()
+        # Counts and one C-level dict comparison: this runs on the loop at every scrape, so nothing
+        # per route is built here (a copy of a 100k-route table would block the loop for a long time).
+        installed: Mapping[Prefix, tuple[Address, ...]] = (
+            self.writer.installed() if self.writer is not None else {}
+        )
+        desired = self._desired_hops()
         table_id = getattr(self.writer, "table", None)
         reasons: dict[str, int] = {}
         for r in self.rejected.values():
@@ -546,7 +657,7 @@ class TableRuntime:
             and self.last_error is None
             and not self._pending
             and len(installed) == len(desired)
-            and all(installed.get(p) == e.nexthops for p, e in desired.items())
+            and installed == desired
         )
         return TableView(
             name=self.name,
@@ -606,6 +717,7 @@ class PeerRuntime:
     bfd_error: str | None = None
     rejected_logged: int = 0
     rejected_by_reason_logged: dict[str, int] = field(default_factory=dict)
+    end_of_rib: set[str] = field(default_factory=set)  # families with End-of-RIB since Established
 
     @property
     def name(self) -> str:
@@ -622,7 +734,7 @@ class RouteServerRuntime:
         self.runtime = runtime
         self.desired = desired
         self.metrics = runtime.metrics
-        self.fib = Fib(desired.persist)
+        self.fib = Fib(persist_config(desired))
         self.speaker: SpeakerLike | None = None
         self.peers: dict[str, PeerRuntime] = {}
         self.tables: dict[str, TableRuntime] = {}
@@ -634,6 +746,11 @@ class RouteServerRuntime:
         self._persist_timer: asyncio.TimerHandle | None = None
         self._persist_state = self.fib.state
         self._speaker_retry_at = 0.0
+        self.deferring = False  # restart deferral running (module docstring)
+        self._deferral_started = 0.0
+        self._deferral_timer: asyncio.TimerHandle | None = None
+        self._establish_wait_over = False
+        self._not_awaited: set[str] = set()
 
     @property
     def name(self) -> str:
@@ -646,9 +763,11 @@ class RouteServerRuntime:
     # -- lifecycle ----------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._begin_deferral()
         for table in self.desired.tables:
             self._add_table(table)
         await self._start_speaker()
+        self.check_deferral()
 
     async def _start_speaker(self) -> None:
         """A speaker with every desired peer; a bind failure is kept as `error` and retried later."""
@@ -717,6 +836,7 @@ class RouteServerRuntime:
         if self._detach is not None:
             self._detach()
             self._detach = None
+        self._end_deferral(DeferralEnd.STOPPED)
         for table in list(self.tables.values()):
             await table.close(withdraw=not keep_routes)
         self.tables.clear()
@@ -753,7 +873,7 @@ class RouteServerRuntime:
             )
             await self._reconcile_tables(new)
             self.desired = new
-            self.fib.persist = new.persist
+            self.fib.persist = persist_config(new)
             await self._stop_speaker(keep_routes=False, message="configuration changed")
             await self._start_speaker()
             return
@@ -762,8 +882,9 @@ class RouteServerRuntime:
             await self._remove_peer(name)
         await self._reconcile_tables(new)
         self.desired = new
-        if new.persist != old.persist:
-            self.fib.persist = new.persist
+        persist = persist_config(new)
+        if persist != self.fib.persist:
+            self.fib.persist = persist
             self._arm_persist_timer()
         if new.selection != old.selection and self.speaker is not None:
             self.speaker.set_route_selection(new.selection.rib_max_paths, new.selection.always_compare_med)
@@ -837,6 +958,7 @@ class RouteServerRuntime:
         self.metrics.forget_peer(self.name, name)
         # Popped first, so its routes were withdrawn (not held) before the count drops.
         self._count_sessions()
+        self.check_deferral()
         logs.event(log, logging.INFO, "peer_removed", "peer removed", route_server=self.name, peer=name)
 
     # -- speaker events (synchronous, inside the speaker) -----------------------------------------
@@ -851,6 +973,10 @@ class RouteServerRuntime:
         elif isinstance(event, ConnectionRefused):
             self._on_refused(event)
         elif isinstance(event, EndOfRib):
+            peer = self.peers.get(event.peer_id)
+            if peer is not None:
+                peer.end_of_rib.add(str(event.family))
+                self.check_deferral()
             logs.event(
                 log,
                 logging.DEBUG,
@@ -866,10 +992,18 @@ class RouteServerRuntime:
         items: list[tuple[Prefix, tuple[Address, ...]]] = []
         before: dict[Prefix, tuple[Address, ...]] = {}
         for change in event.changes:
-            prefix = key_to_prefix(change.prefix)
+            prefix = prefix_from_key(change.prefix)
             items.append((prefix, next_hops(selection, change.new_best, change.new_ecmp)))
-            before[prefix] = next_hops(selection, change.old_best, change.old_ecmp)
-        changes = self.fib.update_many(items)
+            if change.old_best is not None:  # a new prefix had nothing before (_report_fib's default)
+                before[prefix] = next_hops(selection, change.old_best, change.old_ecmp)
+        peer = self.peers.get(event.peer_id)
+        # Paths that left with their session (not withdrawn by UPDATE): persist grace, controller/fib.py.
+        down_at = None
+        if peer is not None and peer.bgp_state is not State.ESTABLISHED and self.fib.persist.enabled:
+            down_at = self.loop.time()
+        changes = self.fib.update_many(items, down_at)
+        if down_at is not None:
+            self._arm_persist_timer()
         if changes:
             self._report_fib(event.peer_id, changes, before)
             self._push(changes)
@@ -939,7 +1073,7 @@ class RouteServerRuntime:
         selection = self.desired.selection
         items: list[tuple[Prefix, tuple[Address, ...]]] = []
         for key, ecmp in speaker.loc_rib.selected():
-            items.append((key_to_prefix(key), next_hops(selection, ecmp[0] if ecmp else None, ecmp)))
+            items.append((prefix_from_key(key), next_hops(selection, ecmp[0] if ecmp else None, ecmp)))
         seen = {prefix for prefix, _ in items}
         items += [(prefix, ()) for prefix in self.fib.entries() if prefix not in seen]
         self._push(self.fib.update_many(items))
@@ -962,7 +1096,11 @@ class RouteServerRuntime:
             )
             # The speaker records the connection's local address right after this event.
             self.loop.call_soon(self._ensure_bfd, peer)
+            peer.end_of_rib = set()
+            self.check_deferral()  # converged already if it negotiated none of the adopted families
         elif event.old is State.ESTABLISHED:
+            # Before its routes are withdrawn: adopted routes may point at this peer.
+            self._end_deferral(DeferralEnd.SESSION_DOWN, peer.name)
             notification = event.notification
             logs.event(
                 log,
@@ -1029,13 +1167,18 @@ class RouteServerRuntime:
 
     def _persist_expired(self) -> None:
         self._persist_timer = None
-        changes = self.fib.handle_timer(self.loop.time())
+        now = self.loop.time()
+        window = self.fib.recovery_deadline
+        changes = self.fib.handle_timer(now)
         if changes:
+            ended = window is not None and now >= window
             logs.event(
                 log,
                 logging.INFO,
-                "persist_window_ended",
-                "persisted routes not re-advertised were removed",
+                "persist_window_ended" if ended else "persist_grace_ended",
+                "persisted routes not re-advertised were removed"
+                if ended
+                else "routes of sessions that went down were removed (other sessions stayed up)",
                 route_server=self.name,
                 routes=sum(1 for e in changes.values() if e is None),
             )
@@ -1058,6 +1201,82 @@ class RouteServerRuntime:
                 route_server=self.name,
                 state=state.value,
                 routes=len(self.fib.persisted()),
+            )
+
+    # -- restart deferral (module docstring) ---------------------------------------------------------
+
+    def _begin_deferral(self) -> None:
+        settings = self.runtime.restart_deferral
+        if not self.desired.persist.enabled or settings.max_seconds <= 0:
+            return  # without persistRoutes nothing is adopted
+        self.deferring = True
+        self._deferral_started = self.loop.time()
+        self._establish_wait_over = False
+        self._not_awaited = set()
+        wait = min(settings.establish_wait_seconds, settings.max_seconds)
+        self._deferral_timer = self.loop.call_at(self._deferral_started + wait, self._deferral_timer_fired)
+
+    def _deferral_timer_fired(self) -> None:
+        self._deferral_timer = None
+        settings = self.runtime.restart_deferral
+        ends = self._deferral_started + settings.max_seconds
+        if self._establish_wait_over or self.loop.time() >= ends:
+            self._end_deferral(DeferralEnd.TIMER_EXPIRED)
+            return
+        # Peers not Established by now are clearly not coming soon: stop waiting for them.
+        self._establish_wait_over = True
+        self._not_awaited = {n for n, p in self.peers.items() if p.bgp_state is not State.ESTABLISHED}
+        self._deferral_timer = self.loop.call_at(ends, self._deferral_timer_fired)
+        self.check_deferral()
+
+    def check_deferral(self) -> None:
+        """End the deferral once every awaited peer is Established and sent its End-of-RIBs."""
+        if not self.deferring or any(t.writer is None for t in self.tables.values()):
+            return  # a table not open yet may still adopt routes
+        families: set[str] = set()
+        for table in self.tables.values():
+            families |= table.adopted_families
+        if families:
+            # The configured peers (self.peers fills while the speaker starts).
+            for wanted in self.desired.peers:
+                if wanted.name not in self._not_awaited and not self._peer_converged(wanted.name, families):
+                    return
+        self._end_deferral(DeferralEnd.CONVERGED)
+
+    def _peer_converged(self, name: str, families: set[str]) -> bool:
+        peer = self.peers.get(name)
+        if peer is None or peer.bgp_state is not State.ESTABLISHED or self.speaker is None:
+            return False
+        try:
+            negotiated = self.speaker.status(peer.name).negotiated
+        except KeyError:
+            return False
+        wanted = families if negotiated is None else families & set(negotiated.families)
+        return wanted <= peer.end_of_rib
+
+    def _end_deferral(self, reason: DeferralEnd, peer: str | None = None) -> None:
+        if not self.deferring:
+            return
+        self.deferring = False
+        if self._deferral_timer is not None:
+            self._deferral_timer.cancel()
+            self._deferral_timer = None
+        if reason is DeferralEnd.STOPPED:
+            return
+        adopted = any(t.adopted_families for t in self.tables.values())
+        written = sum(t.end_deferral() for t in self.tables.values())
+        if adopted:
+            logs.event(
+                log,
+                logging.WARNING if reason is DeferralEnd.TIMER_EXPIRED else logging.INFO,
+                "route_selection_deferral_ended",
+                "adopted routes follow the FIB again",
+                route_server=self.name,
+                reason=reason.value,
+                peer=peer,
+                seconds=round(self.loop.time() - self._deferral_started, 3),
+                routes=written,
+                not_awaited=sorted(self._not_awaited) or None,
             )
 
     # -- BFD ------------------------------------------------------------------------------------------
@@ -1254,7 +1473,7 @@ class RouteServerRuntime:
         fib = tuple(
             RouteView(str(p), tuple(str(h) for h in hops)) for p, hops in _first_routes(entries, max_routes)
         )
-        deadline = self.fib.next_deadline()
+        deadline = self.fib.recovery_deadline
         remaining = None
         if deadline is not None:
             remaining = max(0.0, deadline - time.monotonic())  # the loop's clock is time.monotonic()
@@ -1400,8 +1619,10 @@ class Runtime:
         observe_interval: float = OBSERVE_INTERVAL,
         node_name: str = "",
         version: str = "",
+        restart_deferral: RestartDeferral | None = None,
     ) -> None:
         self.bfd = bfd
+        self.restart_deferral = restart_deferral or RestartDeferral()
         self.metrics = metrics or Metrics()
         self.speaker_factory = speaker_factory
         self.writer_factory = writer_factory
@@ -1424,6 +1645,9 @@ class Runtime:
         self.metrics.observe_state(functools.partial(self.status, max_routes=0))
 
     async def start(self) -> None:
+        young, middle, old = gc.get_threshold()
+        if young:  # 0: the collector is off on purpose; leave it so
+            gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), middle, old)
         self._running = True
         self._observer = asyncio.get_running_loop().create_task(self._observe(), name="runtime-observer")
 

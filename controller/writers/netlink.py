@@ -39,6 +39,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import TypeVar
 
 from controller.writers import rtnl
@@ -233,6 +234,8 @@ class NodeTableWriter:
         self._synced = False
         # Our picture of the kernel, rebuilt from it by _adopt.
         self._routes: dict[Prefix, _Route] = {}
+        self._generation = 0  # bumped after every pass and absorbed notification (installed()'s cache)
+        self._installed: tuple[int, Mapping[Prefix, tuple[Address, ...]]] | None = None
         self._direct: set[Prefix] = set()  # routes with hop_id set (rare)
         self._groups: dict[int, _Group] = {}
         self._group_by_set: dict[tuple[NextHop, ...], int] = {}
@@ -265,9 +268,26 @@ class NodeTableWriter:
     def installed(self) -> Mapping[Prefix, tuple[Address, ...]]:
         """Our routes in the table as last read or written: prefix -> gateways.
 
-        Safe to call while a pass runs in its worker thread (the items are copied first).
+        Safe to call while a pass runs in its worker thread (the items are copied first). Status and
+        metrics read it at every scrape, so the answer is kept (read-only) until our picture changes:
+        every pass and every absorbed notification counts as a change (`_generation`). Hop sets are
+        shared (interned), so each set's gateways are built once, not once per route.
         """
-        return {prefix: tuple(h.gateway for h in route.hops) for prefix, route in list(self._routes.items())}
+        generation = self._generation  # read before the copy: a pass ending meanwhile bumps it
+        cached = self._installed
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        memo: dict[int, tuple[tuple[NextHop, ...], tuple[Address, ...]]] = {}  # id -> (the set, gateways)
+        result: dict[Prefix, tuple[Address, ...]] = {}
+        for prefix, route in list(self._routes.items()):
+            hops = route.hops
+            known = memo.get(id(hops))
+            if known is None or known[0] is not hops:
+                known = memo[id(hops)] = (hops, tuple(h.gateway for h in hops))
+            result[prefix] = known[1]
+        view = MappingProxyType(result)
+        self._installed = (generation, view)
+        return view
 
     def foreign(self) -> frozenset[Prefix]:
         """Prefixes where someone else's route holds our (table, metric)."""
@@ -285,6 +305,8 @@ class NodeTableWriter:
         except asyncio.CancelledError:
             await asyncio.wait([future])
             raise
+        finally:
+            self._generation += 1  # the pass is over (or never ran): installed() reads afresh
 
     async def start(self) -> WriteReport:
         """Adopt what we own in this table (nothing is removed yet), then start watching it."""
@@ -1015,6 +1037,7 @@ class NodeTableWriter:
             if seen.hop_id is not None:
                 self._direct.add(prefix)
             dirty.add(prefix)
+        self._generation += 1
         return dirty
 
 

@@ -94,3 +94,123 @@ def test_one_session_down_of_two_does_not_persist() -> None:
     assert fib.state is PersistState.LIVE
     assert fib.update(VIP, (B,)) == {VIP: FibEntry(VIP, (B,))}
     assert fib.update(VIP, ()) == {VIP: None}
+
+
+# -- persist grace: sessions that fail one after another ------------------------------------------
+
+
+def graced_fib(grace: float = 2.0) -> Fib:
+    """Two sessions up: VIP only via A, SVC only via B, both with persist and `grace` seconds."""
+    fib = Fib(PersistConfig(enabled=True, duration_seconds=60, grace_seconds=grace))
+    fib.sessions_changed(2, now=0.0)
+    fib.update_many([(VIP, (A,)), (SVC, (B,))])
+    return fib
+
+
+def test_prefix_of_a_session_that_went_down_is_held_for_the_grace_then_removed() -> None:
+    fib = graced_fib()
+    fib.sessions_changed(1, now=10.0)
+    assert fib.update(VIP, (), session_down_at=10.0) == {}  # held, not removed
+    assert fib.entries() == {VIP: (A,), SVC: (B,)}
+    assert fib.state is PersistState.LIVE and fib.next_deadline() == 12.0
+    assert fib.handle_timer(now=11.9) == {}
+    assert fib.handle_timer(now=12.0) == {VIP: None}  # B's session stayed up: A's prefix goes
+    assert fib.entries() == {SVC: (B,)} and dict(fib.persisted()) == {}
+    assert fib.next_deadline() is None
+
+
+def test_every_session_down_within_the_grace_persists_the_earlier_sessions_prefixes() -> None:
+    fib = graced_fib()
+    fib.sessions_changed(1, now=10.0)
+    fib.update(VIP, (), session_down_at=10.0)
+    fib.sessions_changed(0, now=10.3)  # the other session fails 300 ms later
+    assert fib.update(SVC, (), session_down_at=10.3) == {}
+    assert fib.state is PersistState.HOLDING
+    assert dict(fib.persisted()) == {VIP: (A,), SVC: (B,)}
+    assert fib.next_deadline() is None  # the grace is over: both are held like any persisted route
+    assert fib.handle_timer(now=1000.0) == {}
+    # Back: the window treats both alike; only the re-advertised SVC survives it.
+    fib.sessions_changed(1, now=2000.0)
+    assert fib.update(SVC, (B,)) == {}
+    assert fib.handle_timer(now=2060.0) == {VIP: None}
+    assert fib.entries() == {SVC: (B,)}
+
+
+def test_every_session_down_after_the_grace_holds_only_the_last_sessions_prefixes() -> None:
+    fib = graced_fib()
+    fib.sessions_changed(1, now=10.0)
+    fib.update(VIP, (), session_down_at=10.0)
+    assert fib.handle_timer(now=12.0) == {VIP: None}
+    fib.sessions_changed(0, now=15.0)
+    fib.update(SVC, (), session_down_at=15.0)
+    assert dict(fib.persisted()) == {SVC: (B,)}
+
+
+def test_readvertised_within_the_grace_the_live_path_wins_and_stays() -> None:
+    fib = graced_fib()
+    fib.sessions_changed(1, now=10.0)
+    fib.update(VIP, (), session_down_at=10.0)
+    assert fib.update(VIP, (C,)) == {VIP: FibEntry(VIP, (C,))}  # another appliance takes it over
+    assert fib.handle_timer(now=12.0) == {}
+    assert fib.entries() == {VIP: (C,), SVC: (B,)}
+
+
+def test_a_newer_grace_is_not_cut_short_by_an_older_one() -> None:
+    fib = graced_fib()
+    fib.sessions_changed(1, now=10.0)
+    fib.update(VIP, (), session_down_at=10.0)
+    fib.sessions_changed(2, now=10.5)
+    fib.update(VIP, (A,))  # A is back
+    fib.sessions_changed(1, now=11.5)
+    fib.update(VIP, (), session_down_at=11.5)  # and gone again: its grace ends at 13.5
+    assert fib.handle_timer(now=12.0) == {}
+    assert fib.entries()[VIP] == (A,)
+    assert fib.handle_timer(now=13.5) == {VIP: None}
+
+
+def test_withdrawal_by_update_is_immediate_with_persist() -> None:
+    fib = graced_fib()
+    assert fib.update(VIP, ()) == {VIP: None}  # the session is up: the appliance withdrew it
+    assert fib.next_deadline() is None and dict(fib.persisted()) == {}
+
+
+def test_a_prefix_with_another_path_moves_at_once_when_a_session_goes_down() -> None:
+    fib = graced_fib()
+    fib.sessions_changed(1, now=10.0)
+    assert fib.update(VIP, (B,), session_down_at=10.0) == {VIP: FibEntry(VIP, (B,))}
+    assert fib.next_deadline() is None
+
+
+def test_without_persist_a_session_going_down_removes_its_prefixes_at_once() -> None:
+    fib = Fib(PersistConfig(enabled=False))
+    fib.sessions_changed(2, now=0.0)
+    fib.update(VIP, (A,))
+    fib.sessions_changed(1, now=10.0)
+    assert fib.update(VIP, (), session_down_at=10.0) == {VIP: None}
+    assert fib.next_deadline() is None
+
+
+def test_window_end_keeps_prefixes_still_in_their_grace() -> None:
+    fib = graced_fib()
+    fib.sessions_changed(0, now=10.0)
+    fib.update_many([(VIP, ()), (SVC, ())], session_down_at=10.0)
+    fib.sessions_changed(1, now=20.0)  # window until 80
+    fib.update(SVC, (B,))
+    fib.sessions_changed(2, now=21.0)
+    fib.update(VIP, (A,))
+    fib.sessions_changed(1, now=79.0)  # A fails again one second before the window ends
+    fib.update(VIP, (), session_down_at=79.0)
+    assert fib.next_deadline() == 80.0
+    assert fib.handle_timer(now=80.0) == {}  # VIP is in its grace (until 81), not window-persisted
+    assert fib.state is PersistState.LIVE and fib.recovery_deadline is None
+    assert fib.next_deadline() == 81.0
+    assert fib.handle_timer(now=81.0) == {VIP: None}
+    assert fib.entries() == {SVC: (B,)}
+
+
+def test_reset_drops_prefixes_in_their_grace_too() -> None:
+    fib = graced_fib()
+    fib.sessions_changed(1, now=10.0)
+    fib.update(VIP, (), session_down_at=10.0)
+    assert fib.reset() == {VIP: None}
+    assert fib.next_deadline() is None and fib.handle_timer(now=12.0) == {}

@@ -17,10 +17,11 @@ from bfd.session import StateChange
 from bfd.session import TransitionReason as BfdReason
 from bgp.fsm.events import DownReason, TransitionReason
 from bgp.rib.policy import MaxPrefixEvent
-from bgp.speaker import ConnectionRefused, PrefixLimit
+from bgp.speaker import ConnectionRefused, EndOfRib, PrefixLimit
+from bgp.types import IPV4_UNICAST
 from controller import runtime as runtime_module
 from controller.fib import PersistConfig, PersistState
-from controller.runtime import Runtime
+from controller.runtime import RestartDeferral, Runtime
 from controller.status import render, to_json
 from controller.translate import DesiredState
 from controller.writers.base import FibEntry
@@ -584,3 +585,204 @@ async def test_a_change_delivered_before_subscribe_returns_wins_over_the_snapsho
     await until(lambda: not peer_runtime.bfd_pending and peer_runtime.bfd_last is not None)
     await asyncio.sleep(0.01)
     assert peer_runtime.bfd_state is BfdState.UP  # not the stale Down snapshot
+
+
+# -- persist grace and the restart deferral ------------------------------------------------------------
+
+
+def persist_two_firewalls(**persist: object) -> DesiredState:
+    return two_firewalls(persistRoutes={"enabled": True, "durationSeconds": 60, **persist})
+
+
+async def test_a_session_going_down_first_keeps_its_prefixes_until_every_session_is_down(
+    harness: Harness,
+) -> None:
+    await harness.runtime.apply(persist_two_firewalls())
+    speaker = harness.speaker
+    speaker.establish("fw-a")
+    speaker.establish("fw-b")
+    speaker.announce("fw-a", "203.0.113.10/32")
+    speaker.announce("fw-b", "203.0.113.20/32")
+    await harness.settle()
+    rs = harness.runtime.route_server("vip")
+    speaker._down("fw-a", TransitionReason.BFD_DOWN)
+    await harness.settle()
+    assert harness.table().routes == {VIP: (A,), SVC: (B,)}  # in its grace
+    assert rs._persist_timer is not None and rs.fib.state is PersistState.LIVE
+    speaker._down("fw-b", TransitionReason.BFD_DOWN)
+    await harness.settle()
+    assert rs.fib.state.value == "Holding" and dict(rs.fib.persisted()) == {VIP: (A,), SVC: (B,)}
+    assert harness.table().routes == {VIP: (A,), SVC: (B,)}
+
+
+async def test_the_grace_ends_and_removes_the_prefix_while_another_session_is_up(harness: Harness) -> None:
+    await harness.runtime.apply(persist_two_firewalls())
+    rs = harness.runtime.route_server("vip")
+    rs.fib.persist = PersistConfig(enabled=True, duration_seconds=60, grace_seconds=0.02)
+    speaker = harness.speaker
+    speaker.establish("fw-a")
+    speaker.establish("fw-b")
+    speaker.announce("fw-a", "203.0.113.10/32")
+    speaker.announce("fw-b", "203.0.113.20/32")
+    await harness.settle()
+    speaker._down("fw-a", TransitionReason.HOLD_TIMER_EXPIRED)
+    await harness.settle()
+    assert VIP in harness.table().routes
+    await until(lambda: harness.table().routes == {SVC: (B,)})
+    assert rs._persist_timer is None and rs.fib.state is PersistState.LIVE
+
+
+async def test_a_withdrawal_by_update_is_not_held(harness: Harness) -> None:
+    await harness.runtime.apply(persist_two_firewalls())
+    speaker = harness.speaker
+    speaker.establish("fw-a")
+    speaker.establish("fw-b")
+    speaker.announce("fw-a", "203.0.113.10/32")
+    await harness.settle()
+    speaker.withdraw("fw-a", "203.0.113.10/32")
+    await harness.settle()
+    assert harness.table().routes == {}
+    assert harness.runtime.route_server("vip")._persist_timer is None
+
+
+async def test_the_grace_covers_two_detection_times_of_the_slowest_bfd_peer(harness: Harness) -> None:
+    state = desired(
+        [server(**ALLOW, persistRoutes={"enabled": True})],
+        [
+            peer("fast", "10.0.0.2"),
+            peer("slow", "10.0.0.3", bfd={"minTxIntervalMilliseconds": 1000, "detectMultiplier": 5}),
+        ],
+        [association("t")],
+    )
+    await harness.runtime.apply(state)
+    assert harness.runtime.route_server("vip").fib.persist.grace_seconds == 10.0  # 2 x 5 x 1 s
+    await harness.runtime.apply(persist_two_firewalls())  # default BFD: 2 x 0.9 s < the 2 s floor
+    assert harness.runtime.route_server("vip").fib.persist.grace_seconds == 2.0
+
+
+async def adopted_start(harness: Harness, **deferral: float) -> tuple[FakeSpeaker, FakeWriter]:
+    """A restart: table "t" holds VIP via A from the previous run; persist on; both firewalls configured."""
+    if deferral:
+        harness.runtime.restart_deferral = RestartDeferral(**deferral)
+    harness.writers.preload["t"] = {VIP: (A,)}
+    await harness.runtime.apply(persist_two_firewalls())
+    table = harness.runtime.route_server("vip").tables["t"]
+    await until(lambda: table.writer is not None)
+    return harness.speaker, harness.table()
+
+
+def announce_vip(speaker: FakeSpeaker) -> None:
+    speaker.announce("fw-b", "203.0.113.10/32", path_length=3)  # the standby's table arrives first
+    speaker.announce("fw-a", "203.0.113.10/32", path_length=1)
+
+
+async def test_restart_defers_adopted_prefixes_until_every_peer_sent_end_of_rib(harness: Harness) -> None:
+    speaker, writer = await adopted_start(harness)
+    rs = harness.runtime.route_server("vip")
+    assert rs.deferring
+    speaker.establish("fw-b")
+    speaker.announce("fw-b", "203.0.113.10/32", path_length=3)
+    speaker.announce("fw-b", "203.0.113.20/32")  # not adopted: written at once
+    await harness.settle()
+    assert writer.routes == {VIP: (A,), SVC: (B,)}
+    speaker.publish(EndOfRib("fw-b", IPV4_UNICAST))
+    speaker.establish("fw-a")
+    speaker.announce("fw-a", "203.0.113.10/32", path_length=1)
+    await harness.settle()
+    assert rs.deferring and rs.fib.entries()[VIP] == (A,)
+    speaker.publish(EndOfRib("fw-a", IPV4_UNICAST))
+    assert not rs.deferring
+    await harness.settle()
+    assert writer.routes == {VIP: (A,), SVC: (B,)}
+    vip_writes = [batch[VIP] for batch in writer.applies if VIP in batch]
+    assert vip_writes == [FibEntry(VIP, (A,))]  # one write, of the converged FIB: never via B
+
+
+async def test_a_session_going_down_during_the_deferral_ends_it_at_once(harness: Harness) -> None:
+    speaker, writer = await adopted_start(harness)
+    rs = harness.runtime.route_server("vip")
+    speaker.establish("fw-a")
+    speaker.establish("fw-b")
+    announce_vip(speaker)
+    await harness.settle()
+    assert rs.deferring
+    speaker._down("fw-a", TransitionReason.BFD_DOWN)  # the active one fails: fail over now
+    assert not rs.deferring
+    await harness.settle()
+    assert writer.routes == {VIP: (B,)}
+
+
+async def test_peers_not_established_after_the_establish_wait_are_not_awaited(harness: Harness) -> None:
+    speaker, writer = await adopted_start(harness, max_seconds=30.0, establish_wait_seconds=0.02)
+    rs = harness.runtime.route_server("vip")
+    speaker.establish("fw-b")
+    speaker.announce("fw-b", "203.0.113.10/32", path_length=3)
+    speaker.publish(EndOfRib("fw-b", IPV4_UNICAST))
+    await harness.settle()
+    assert rs.deferring and writer.routes == {VIP: (A,)}
+    await until(lambda: not rs.deferring)  # fw-a is not coming: B's converged table is written
+    await harness.settle()
+    assert writer.routes == {VIP: (B,)}
+
+
+async def test_the_deferral_timer_bounds_a_peer_that_never_sends_end_of_rib(harness: Harness) -> None:
+    speaker, writer = await adopted_start(harness, max_seconds=0.05, establish_wait_seconds=0.02)
+    rs = harness.runtime.route_server("vip")
+    speaker.establish("fw-a")
+    speaker.establish("fw-b")
+    announce_vip(speaker)
+    speaker.publish(EndOfRib("fw-b", IPV4_UNICAST))
+    await harness.settle()
+    assert rs.deferring
+    await until(lambda: not rs.deferring)
+    await harness.settle()
+    assert writer.routes == {VIP: (A,)}
+    assert [batch[VIP] for batch in writer.applies if VIP in batch] == [FibEntry(VIP, (A,))]
+
+
+async def test_no_deferral_without_adopted_routes(harness: Harness) -> None:
+    await harness.runtime.apply(persist_two_firewalls())
+    rs = harness.runtime.route_server("vip")
+    await until(lambda: rs.tables["t"].writer is not None)
+    assert not rs.deferring
+    harness.speaker.establish("fw-b")
+    harness.speaker.announce("fw-b", "203.0.113.10/32")
+    await harness.settle()
+    assert harness.table().routes == {VIP: (B,)}
+
+
+async def test_a_table_opening_before_the_peers_are_configured_does_not_end_the_deferral(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_start = FakeSpeaker.start
+
+    async def slow_start(self: FakeSpeaker) -> None:
+        await asyncio.sleep(0.01)  # the table task opens (and adopts) while the speaker starts
+        await real_start(self)
+
+    monkeypatch.setattr(FakeSpeaker, "start", slow_start)
+    speaker, _ = await adopted_start(harness)
+    assert harness.runtime.route_server("vip").deferring
+    assert [c[1] for c in speaker.calls if c[0] == "add"] == ["fw-a", "fw-b"]
+
+
+async def test_a_resync_during_the_deferral_keeps_adopted_routes_as_installed(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime_module, "RETRY_MIN", 0.01)
+    speaker, writer = await adopted_start(harness)
+    rs = harness.runtime.route_server("vip")
+    writer.fail = 1  # the next write fails: the table recovers with a full resync
+    speaker.establish("fw-b")
+    speaker.announce("fw-b", "203.0.113.10/32", path_length=3)
+    speaker.announce("fw-b", "203.0.113.20/32")
+    await until(lambda: len(writer.resyncs) == 1)
+    assert writer.routes == {VIP: (A,), SVC: (B,)}  # the FIB says B for the VIP: not yet
+    speaker.publish(EndOfRib("fw-b", IPV4_UNICAST))
+    speaker.establish("fw-a")
+    speaker.announce("fw-a", "203.0.113.10/32", path_length=1)
+    speaker.publish(EndOfRib("fw-a", IPV4_UNICAST))
+    assert not rs.deferring
+    await harness.settle()
+    assert writer.routes == {VIP: (A,), SVC: (B,)}
+    assert [batch[VIP] for batch in writer.applies if VIP in batch] == [FibEntry(VIP, (A,))]

@@ -83,6 +83,7 @@ class PeerSpec:
     max_prefixes: int | None = None
     max_prefix_action: str = "Teardown"
     passive: bool = False
+    graceful_restart: bool = False  # advertise GR (receiving speaker): FRR then sends End-of-RIB too
 
     def document(self, route_server: str) -> dict[str, Any]:
         spec: dict[str, Any] = {
@@ -94,6 +95,8 @@ class PeerSpec:
         }
         if self.passive:
             spec["passive"] = True
+        if self.graceful_restart:
+            spec["gracefulRestart"] = {"enabled": True}
         if self.allowed is not None:
             spec["allowedPrefixes"] = [a.document() for a in self.allowed]
         if self.max_prefixes is not None:

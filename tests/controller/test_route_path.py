@@ -1,0 +1,83 @@
+"""The runtime's route path kept cheap: table status without per-route copies, the collector's threshold."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import AsyncIterator, Iterator
+from ipaddress import ip_address
+
+import pytest
+
+from controller.prefixes import HashedIPv4Network
+from controller.runtime import GC_YOUNG_THRESHOLD
+from tests.controller.builders import association, desired, peer, server
+from tests.controller.test_runtime import ALLOW, SVC, VIP, A, Harness
+
+B = ip_address("10.0.0.3")
+
+
+@pytest.fixture
+def gc_threshold() -> Iterator[None]:
+    saved = gc.get_threshold()
+    yield
+    gc.set_threshold(*saved)
+
+
+@pytest.fixture
+async def harness(gc_threshold: None) -> AsyncIterator[Harness]:
+    h = Harness()
+    await h.runtime.start()
+    yield h
+    await h.runtime.stop(keep_routes=True)
+
+
+async def test_in_sync_compares_next_hops_not_only_counts(harness: Harness) -> None:
+    peers = [peer("a", "10.0.0.2", liveness="BGPKeepalive")]
+    await harness.runtime.apply(desired([server(**ALLOW)], peers, [association("t")]))
+    harness.speaker.establish("a")
+    harness.speaker.announce("a", "203.0.113.10/32")
+    await harness.settle()
+    writer = harness.table()
+    assert writer.routes == {VIP: (A,)}
+    assert all(type(p) is HashedIPv4Network for p in writer.routes)
+    assert harness.runtime.status().route_servers[0].tables[0].in_sync
+    writer.routes[VIP] = (B,)  # changed behind our back: same count, other next hop
+    view = harness.runtime.status(max_routes=0).route_servers[0].tables[0]
+    assert (view.routes_desired, view.routes_installed) == (1, 1)
+    assert not view.in_sync and view.installed == ()
+
+
+async def test_in_sync_with_a_prefix_filter_counts_only_what_passes(harness: Harness) -> None:
+    peers = [peer("a", "10.0.0.2", liveness="BGPKeepalive")]
+    only_vip = [{"prefix": "203.0.113.10/32"}]
+    await harness.runtime.apply(desired([server(**ALLOW)], peers, [association("t", prefixFilter=only_vip)]))
+    harness.speaker.establish("a")
+    harness.speaker.announce("a", "203.0.113.10/32")
+    harness.speaker.announce("a", "203.0.113.20/32")
+    await harness.settle()
+    writer = harness.table()
+    assert writer.routes == {VIP: (A,)}
+    view = harness.runtime.status().route_servers[0].tables[0]
+    assert view.routes_desired == 1 and view.in_sync
+    writer.routes[SVC] = (A,)  # a route the filter keeps out
+    assert not harness.runtime.status().route_servers[0].tables[0].in_sync
+
+
+async def test_start_raises_the_young_generation_threshold(gc_threshold: None) -> None:
+    gc.set_threshold(700, 10, 10)
+    h = Harness()
+    await h.runtime.start()
+    try:
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, 10, 10)
+    finally:
+        await h.runtime.stop(keep_routes=True)
+
+
+async def test_start_leaves_a_disabled_threshold_alone(gc_threshold: None) -> None:
+    gc.set_threshold(0, 10, 10)
+    h = Harness()
+    await h.runtime.start()
+    try:
+        assert gc.get_threshold() == (0, 10, 10)
+    finally:
+        await h.runtime.stop(keep_routes=True)

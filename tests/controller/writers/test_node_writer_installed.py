@@ -1,0 +1,39 @@
+"""NodeTableWriter.installed(): kept between scrapes, read afresh after every pass and notification."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.writers.netlink import NodeTableWriter
+from tests.controller.writers.fake_kernel import FakeKernel
+from tests.controller.writers.test_node_writer_plan import METRIC, TABLE, A, B, C, started, via, vips
+
+
+@pytest.fixture
+def kernel() -> FakeKernel:
+    return FakeKernel(reachable={A: 2, B: 3, C: 4})
+
+
+async def test_installed_is_kept_until_a_pass_changes_the_table(kernel: FakeKernel) -> None:
+    writer: NodeTableWriter = await started(kernel)
+    prefixes = vips(3)
+    await writer.apply(via(prefixes, A))
+    first = writer.installed()
+    assert dict(first) == dict.fromkeys(prefixes, (A,))
+    assert writer.installed() is first  # nothing changed: no per-route copy
+    with pytest.raises(TypeError):
+        first[prefixes[0]] = (B,)  # type: ignore[index]  # read-only: it is shared by every caller
+
+    await writer.apply({**via(prefixes[:1], B, C), prefixes[2]: None})
+    assert dict(writer.installed()) == {prefixes[0]: (B, C), prefixes[1]: (A,)}
+    assert dict(first) == dict.fromkeys(prefixes, (A,))  # an earlier answer is not changed under its reader
+
+
+async def test_installed_follows_notifications(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    prefixes = vips(2)
+    await writer.resync(via(prefixes, A))
+    assert len(writer.installed()) == 2
+    deleted = kernel.fib.pop((TABLE, prefixes[0], METRIC))  # deleted by hand
+    writer._absorb([(False, deleted)])
+    assert dict(writer.installed()) == {prefixes[1]: (A,)}
