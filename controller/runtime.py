@@ -288,7 +288,9 @@ def node_writer_factory(table: TableDesired, protocol: int = DEFAULT_PROTOCOL) -
     """
     target = table.target
     if isinstance(target, NodeTable):
-        return NodeTableWriter(target.table, metric=target.metric, protocol=protocol)
+        # The runtime resyncs every table from the FIB (the source of truth) on its own schedule; the
+        # writer keeps its notification watcher but needs no periodic full pass of its own.
+        return NodeTableWriter(target.table, metric=target.metric, protocol=protocol, resync_interval=None)
     raise UnsupportedTargetError(f"{target}: this agent has no writer for AWS route tables")
 
 
