@@ -30,6 +30,7 @@ from tests.support.bgp_interop import (
     RS_ROUTES,
     Topology,
     build_topology,
+    check_refreshed_after_restart,
     diff_views,
     many_routes,
     never_established,
@@ -42,6 +43,7 @@ from tests.support.bgp_interop import (
     updates_received,
     wait_daemon_holds_exactly,
     wait_down,
+    wait_end_of_rib,
     wait_gone,
     wait_rs_holds_exactly,
 )
@@ -202,29 +204,12 @@ def test_graceful_restart_keeps_routes_stale_then_end_of_rib_flushes_what_was_no
         assert stale["prefixes_stale"] == len(PEER_ROUTES)
         assert set(rs.received_routes()) == set(ALL_PEER_PREFIXES)  # kept while GoBGP is away
 
+        after_down = next_event_index(rs)
         gobgp.restart_graceful([changed, v6_kept])
-        for family in ("ipv4-unicast", "ipv6-unicast"):
-            rs.wait_event(
-                lambda e, f=family: e["type"] == "eor" and e["family"] == f and e["t"] > down["t"],
-                timeout=20,
-                what=f"End-of-RIB for {family} after the restart",
-            )
-    assert not sampler.errors
-    assert sampler.samples > 10
-    # No gap for what came back; what did not come back was there until End-of-RIB, then flushed.
-    assert [g for g in sampler.gaps if set(g[1]) & set(kept)] == []
-    assert removed_prefixes(rs, kept, since) == []
-    events = rs.events(since)
-    up = next(i for i, e in enumerate(events) if e["type"] == "state" and e["new"] == "Established")
-    for prefix in dropped:
-        family = "ipv6-unicast" if ":" in prefix else "ipv4-unicast"
-        removal = next(i for i, e in enumerate(events) if e["type"] == "routes" and prefix in e["removed"])
-        eor = next(i for i, e in enumerate(events) if e["type"] == "eor" and e["family"] == family)
-        assert up < removal < eor, f"{prefix} flushed at event {removal}, not by End-of-RIB ({up}..{eor})"
-    wait_rs_holds_exactly(rs, topo, [changed, v6_kept])
-    status = rs.peer_status(peer)
-    assert status["prefixes_stale"] == 0
-    assert status["established_count"] == 2
+        wait_end_of_rib(rs, peer, ("ipv4-unicast", "ipv6-unicast"), since=after_down)
+    check_refreshed_after_restart(
+        rs, topo, sampler, kept=kept, dropped=dropped, survivors=[changed, v6_kept], since=since
+    )
 
 
 def test_graceful_restart_stale_routes_go_when_gobgp_stays_away_past_its_restart_time(lab: Lab) -> None:

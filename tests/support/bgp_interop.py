@@ -375,3 +375,32 @@ def never_established(rs: KrsSpeaker, daemon: RoutingDaemon, topo: Topology, sec
         assert daemon.session_state(topo.rs_address()) != "Established"
         time.sleep(0.1)
     assert rs.peer_status(topo.peer_address())["established_count"] == 0
+
+
+def check_refreshed_after_restart(
+    rs: KrsSpeaker,
+    topo: Topology,
+    sampler: RibSampler,
+    *,
+    kept: Sequence[str],
+    dropped: Sequence[str],
+    survivors: Sequence[Route],
+    since: int,
+) -> None:
+    """After a graceful restart (RFC 4724 §4.2): no gap for what came back; what did not come back
+    stayed (stale) until its family's End-of-RIB, then was flushed; nothing is stale afterwards."""
+    assert not sampler.errors
+    assert sampler.samples > 10
+    assert [g for g in sampler.gaps if set(g[1]) & set(kept)] == []
+    assert removed_prefixes(rs, kept, since) == []
+    events = rs.events(since)
+    up = next(i for i, e in enumerate(events) if e["type"] == "state" and e["new"] == "Established")
+    for prefix in dropped:
+        family = "ipv6-unicast" if ":" in prefix else "ipv4-unicast"
+        removal = next(i for i, e in enumerate(events) if e["type"] == "routes" and prefix in e["removed"])
+        eor = next(i for i, e in enumerate(events) if e["type"] == "eor" and e["family"] == family)
+        assert up < removal < eor, f"{prefix} flushed at event {removal}, not by End-of-RIB ({up}..{eor})"
+    wait_rs_holds_exactly(rs, topo, survivors)
+    status = rs.peer_status(topo.peer_address())
+    assert status["prefixes_stale"] == 0
+    assert status["established_count"] == 2
