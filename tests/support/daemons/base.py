@@ -8,11 +8,14 @@ view (sessions, BFD, received routes) in normalised form for assertions.
 from __future__ import annotations
 
 import abc
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from tests.support.netns import Host
+from tests.support.netns import Host, LabError, ManagedProcess
+from tests.support.prereq import REPO_ROOT
 
 BGP_STATES = ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Established")
 BFD_STATES = ("AdminDown", "Down", "Init", "Up")
@@ -191,3 +194,29 @@ class RoutingDaemon(abc.ABC):
                 return last
             time.sleep(0.05)
         raise AssertionError(f"{self.kind} BFD to {peer}: {last}, wanted {state} after {timeout}s")
+
+
+def start_python_harness(
+    host: Host, module: str, args: Sequence[str], *, name: str, control: Path, probe: Callable[[], object]
+) -> ManagedProcess:
+    """Start `python -m module args` inside a lab host and wait until its control socket answers `probe`.
+
+    The harnesses for our own speaker and BFD service run this way: a process in the host's namespace,
+    driven over a unix socket in the host's work directory (reachable across namespaces).
+    """
+    proc = host.popen(
+        [sys.executable, "-m", module, *args], name=name, cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT)}
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise LabError(f"{name} exited: {proc.log_text()[-3000:]}")
+        if control.exists():
+            try:
+                probe()
+                return proc
+            except OSError:
+                pass
+        time.sleep(0.05)
+    proc.stop()
+    raise LabError(f"{name} did not answer: {proc.log_text()[-3000:]}")

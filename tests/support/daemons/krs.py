@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tests.support.daemons.base import Neighbor, Route, RouteView, RoutingDaemon
+from tests.support.daemons.base import Neighbor, Route, RouteView, RoutingDaemon, start_python_harness
 from tests.support.netns import Host, LabError, ManagedProcess
-from tests.support.prereq import REPO_ROOT
 
 
 @dataclass(frozen=True)
@@ -102,24 +100,14 @@ class KrsSpeaker(RoutingDaemon):
         config = self.dir / "config.json"
         config.write_text(json.dumps(self.render(), indent=1))
         self.control.unlink(missing_ok=True)
-        self._proc = self.host.popen(
-            [sys.executable, "-m", "tests.support.krs_speaker_proc", "--config", str(config)],
+        self._proc = start_python_harness(
+            self.host,
+            "tests.support.krs_speaker_proc",
+            ["--config", str(config)],
             name=f"krs-{self.asn}",
-            cwd=REPO_ROOT,
-            env={"PYTHONPATH": str(REPO_ROOT)},
+            control=self.control,
+            probe=lambda: self.request("status"),
         )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if not self._proc.alive():
-                raise LabError(f"krs speaker exited: {self._proc.log_text()[-3000:]}")
-            if self.control.exists():
-                try:
-                    self.request("status")
-                    return
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        raise LabError(f"krs speaker did not answer: {self._proc.log_text()[-3000:]}")
 
     def stop(self) -> None:
         if self._proc is not None:

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.support.daemons.base import BfdAuth, BfdTimers, BfdView
+from tests.support.daemons.base import BfdAuth, BfdTimers, BfdView, start_python_harness
 from tests.support.netns import Host, LabError, ManagedProcess
-from tests.support.prereq import REPO_ROOT
 
 DEFAULT_TIMERS = BfdTimers()
 _VIEW_STATE = {"ADMIN_DOWN": "AdminDown", "DOWN": "Down", "INIT": "Init", "UP": "Up"}
@@ -62,32 +60,14 @@ class KrsBfd:
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.control.unlink(missing_ok=True)
-        self._proc = self.host.popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.support.bfd_proc",
-                "--control",
-                str(self.control),
-                "--ports",
-                json.dumps(self.ports),
-            ],
+        self._proc = start_python_harness(
+            self.host,
+            "tests.support.bfd_proc",
+            ["--control", str(self.control), "--ports", json.dumps(self.ports)],
             name=f"krs-bfd-{id(self) % 10000}",
-            cwd=REPO_ROOT,
-            env={"PYTHONPATH": str(REPO_ROOT)},
+            control=self.control,
+            probe=lambda: self.call("clock"),
         )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if not self._proc.alive():
-                raise LabError(f"krs bfd exited: {self._proc.log_text()[-3000:]}")
-            if self.control.exists():
-                try:
-                    self.call("clock")
-                    return
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        raise LabError(f"krs bfd did not answer: {self._proc.log_text()[-3000:]}")
 
     def stop(self) -> None:
         if self._conn is not None:
