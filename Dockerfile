@@ -10,6 +10,7 @@ COPY pyproject.toml README.md ./
 COPY bgp ./bgp
 COPY bfd ./bfd
 COPY controller ./controller
+COPY lab ./lab
 RUN python -m pip wheel --wheel-dir /wheels .
 
 # -- runtime -----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Lab (tests/support/netns.py):
 
     fw-a 10.0.1.2 AS 65001 (active) --- rs 10.0.1.1 / 10.0.2.1 AS 64512 --- fw-b 10.0.2.2 AS 65002 (standby)
 
-The appliances are our `routeserver appliance` (controller/appliance.py; `--appliance frr` uses FRR
+The appliances are our `routeserver appliance` (lab/appliance.py; `--appliance frr` uses FRR
 instead): both advertise the same N VIPs (10.200.0.0/16 /32s), the standby prepends its AS twice,
 and both run BFD at the setting under test. The route server in `rs` is, in turn:
 

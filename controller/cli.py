@@ -18,7 +18,8 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
-from controller import appliance, demo, logs
+from controller import logs
+from lab import appliance, demo
 from controller.admin import DEFAULT_ADMIN_ADDRESS, parse_address
 from controller.argtypes import route_protocol, router_id
 from controller.standalone import RunOptions, run, validate
@@ -129,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the raw JSON status")
     status.add_argument("--timeout", type=float, default=STATUS_TIMEOUT, help="seconds to wait for the agent")
 
-    # -- appliance and demo (controller/appliance.py, controller/demo.py): each sets args.handler --
+    # -- appliance and demo (lab/appliance.py, lab/demo.py): each sets args.handler --
     appliance.add_parser(commands)
     demo.add_parser(commands)
     return parser

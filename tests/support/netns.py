@@ -1,12 +1,12 @@
-"""Network-namespace labs for tests: a re-export of controller/netlab.py (one implementation).
+"""Network-namespace labs for tests: a re-export of lab/netlab.py (one implementation).
 
-The demo (`routeserver demo`) builds its lab with the same code; see controller/netlab.py for the
+The demo (`routeserver demo`) builds its lab with the same code; see lab/netlab.py for the
 safety rules (root namespace untouched, lab address ranges only, teardown by PID).
 """
 
 from __future__ import annotations
 
-from controller.netlab import (
+from lab.netlab import (
     ALLOWED_NETWORKS,
     LAB_ENV,
     PREFIX_RE,

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from controller import cli, demo
-from controller.demo import (
+from controller import cli
+from lab import demo
+from lab.demo import (
     ADDRESSES,
     VIP,
     DemoOptions,
@@ -91,7 +92,7 @@ def test_appliance_is_registered_too() -> None:
     args = cli.build_parser().parse_args(
         ["appliance", "--asn", "65001", "--peer", "10.0.0.1", "--peer-asn", "64512", "--advertise", VIP]
     )
-    assert args.handler.__module__ == "controller.appliance"
+    assert args.handler.__module__ == "lab.appliance"
 
 
 def test_without_root_it_refuses_politely(
@@ -216,7 +217,7 @@ def _first_json_line(proc: subprocess.Popen[str], timeout: float = 20) -> dict[s
 def test_probe_reports_who_answers_through_the_echo_helper() -> None:
     """The client probe and the appliance echo over loopback: the probe names the responder."""
     port = _free_udp_port()
-    base = [sys.executable, "-m", "controller.demo_tools"]
+    base = [sys.executable, "-m", "lab.demo_tools"]
     echo = subprocess.Popen(
         [*base, "echo", "--bind", "127.0.0.1", "--port", str(port), "--name", "appl-a"],
         stdout=subprocess.PIPE,

@@ -1,9 +1,9 @@
 """Small helper processes `routeserver demo` runs inside its lab hosts (network namespaces).
 
-    python -m controller.demo_tools watch --table 100 --prefix 203.0.113.10/32   (in the route server)
-    python -m controller.demo_tools echo --bind 203.0.113.10 --name appl-a      (in each appliance)
-    python -m controller.demo_tools probe --target 203.0.113.10                 (in the client)
-    python -m controller.demo_tools status                                      (in the route server)
+    python -m lab.demo_tools watch --table 100 --prefix 203.0.113.10/32   (in the route server)
+    python -m lab.demo_tools echo --bind 203.0.113.10 --name appl-a      (in each appliance)
+    python -m lab.demo_tools probe --target 203.0.113.10                 (in the client)
+    python -m lab.demo_tools status                                      (in the route server)
 
 Each long-running helper prints one JSON object per line to stdout, stamped with time.monotonic():
 CLOCK_MONOTONIC is one clock for every process on the machine (namespaces do not change it), so the
@@ -193,7 +193,7 @@ def status(address: str, port: int, timeout: float) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m controller.demo_tools")
+    parser = argparse.ArgumentParser(prog="python -m lab.demo_tools")
     modes = parser.add_subparsers(dest="mode", required=True)
     w = modes.add_parser("watch")
     w.add_argument("--table", type=int, required=True)

@@ -1,6 +1,6 @@
 """`routeserver demo`: VIP failover between two appliances, measured, in a lab of network namespaces.
 
-What it builds (controller/netlab.py; nothing outside its own namespaces is touched)::
+What it builds (lab/netlab.py; nothing outside its own namespaces is touched)::
 
     rs       10.0.0.1    routeserver run -f demo.yaml: the route server, VIP into kernel table 100
     appl-a   10.0.0.11   routeserver appliance: AS 65001, advertises the VIP (the active one)
@@ -12,14 +12,14 @@ What it builds (controller/netlab.py; nothing outside its own namespaces is touc
 Then it freezes appl-a (a `pfifo limit 0` root qdisc: every packet it sends is dropped while its link
 stays up, as when a VM or a process hangs) and measures the time from the freeze to the moment the
 kernel route of the VIP in rs points at appl-b. That moment is observed by a netlink monitor running
-inside rs (controller/demo_tools.py `watch`), stamped with CLOCK_MONOTONIC, which every process on
+inside rs (lab/demo_tools.py `watch`), stamped with CLOCK_MONOTONIC, which every process on
 the machine shares with the demo; the freeze is stamped just before `tc` runs, so the figure
 includes the time tc takes. Between the two, the route server's own log lines (BFD down, BGP session
 closed, best path moved) and the client's view (who answers, how many probes were lost) make a
 timeline. Then appl-a is unfrozen and the failback is timed the same way.
 
 Needs root, iproute2 and the project; everything is removed on exit, on errors, on Ctrl-C and SIGTERM
-(controller/netlab.py tears down by PID). Exit codes: 0 success, 1 the failover or failback did not
+(lab/netlab.py tears down by PID). Exit codes: 0 success, 1 the failover or failback did not
 happen within its bound (or the lab did not come up), 2 not root or missing tools, 130 interrupted.
 """
 
@@ -42,7 +42,7 @@ from typing import Any, TextIO
 
 import controller
 from controller.argtypes import int_in, seconds_in
-from controller.netlab import Host, Lab, LabError, ManagedProcess, sweep_stale_labs
+from lab.netlab import Host, Lab, LabError, ManagedProcess, sweep_stale_labs
 from controller.status import render
 
 VIP = "203.0.113.10/32"
@@ -523,7 +523,7 @@ class Demo:
         self._popen(
             "rs",
             "watch",
-            self._python("-m", "controller.demo_tools", "watch", "--table", str(TABLE), "--prefix", VIP),
+            self._python("-m", "lab.demo_tools", "watch", "--table", str(TABLE), "--prefix", VIP),
         )
         self._popen(
             "rs",
@@ -537,7 +537,7 @@ class Demo:
             self._popen(
                 name,
                 f"{name}-echo",
-                self._python("-m", "controller.demo_tools", "echo", "--bind", vip_address, "--name", name),
+                self._python("-m", "lab.demo_tools", "echo", "--bind", vip_address, "--name", name),
             )
             self._popen(
                 name,
@@ -561,7 +561,7 @@ class Demo:
             "client",
             "probe",
             self._python(
-                "-m", "controller.demo_tools", "probe", "--target", vip_address,
+                "-m", "lab.demo_tools", "probe", "--target", vip_address,
                 "--interval-ms", f"{o.probe_interval_ms:g}",
             ),
         )  # fmt: skip
@@ -590,7 +590,7 @@ class Demo:
 
     def _status(self) -> dict[str, Any] | None:
         done = self.hosts["rs"].run(
-            sys.executable, "-m", "controller.demo_tools", "status", check=False, timeout=20
+            sys.executable, "-m", "lab.demo_tools", "status", check=False, timeout=20
         )
         if done.returncode != 0:
             return None

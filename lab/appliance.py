@@ -49,7 +49,7 @@ from bgp.types import (
 from controller import logs
 from controller.argtypes import address, int_in, positive_seconds
 
-log = logging.getLogger("controller.appliance")
+log = logging.getLogger("lab.appliance")
 
 MAX_ASN = 0xFFFFFFFF
 MAX_PREPEND = 32  # longer paths only make a route less likely to be used; 32 is plenty

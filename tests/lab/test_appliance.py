@@ -16,7 +16,7 @@ import pytest
 from bgp.rib.policy import ImportPolicy, PrefixRule
 from bgp.speaker import PeerConfig, PeerStateChanged, RoutesChanged, Speaker, SpeakerEvent, to_key
 from bgp.types import NO_EXPORT, AsPath, AsPathSegment, LargeCommunity, Origin, SegmentType
-from controller.appliance import (
+from lab.appliance import (
     Appliance,
     ApplianceOptions,
     add_parser,
