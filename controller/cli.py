@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from controller import logs
-from lab import appliance, demo
 from controller.admin import DEFAULT_ADMIN_ADDRESS, parse_address
 from controller.argtypes import route_protocol, router_id
 from controller.standalone import RunOptions, run, validate
 from controller.status import render
 from controller.writers.netlink import DEFAULT_PROTOCOL
+from lab import appliance, demo
 
 STATUS_TIMEOUT = 5.0
 

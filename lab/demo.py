@@ -42,8 +42,8 @@ from typing import Any, TextIO
 
 import controller
 from controller.argtypes import int_in, seconds_in
-from lab.netlab import Host, Lab, LabError, ManagedProcess, sweep_stale_labs
 from controller.status import render
+from lab.netlab import Host, Lab, LabError, ManagedProcess, sweep_stale_labs
 
 VIP = "203.0.113.10/32"
 VIP_RANGE = "203.0.113.0/24"

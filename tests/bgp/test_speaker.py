@@ -25,6 +25,7 @@ from bgp.speaker import (
     Subscription,
     notification_name,
     to_key,
+    transport_config,
 )
 from bgp.types import (
     IPV4_UNICAST,
@@ -355,7 +356,7 @@ async def test_duplicate_peer_address_is_refused(pair: Pair) -> None:
 def test_peer_config_never_shows_its_password() -> None:
     config = PeerConfig(ADDR_B, ASN_B, password="hunter2")
     assert "hunter2" not in repr(config)
-    assert "hunter2" not in repr(config.transport_config())
+    assert "hunter2" not in repr(transport_config(config))
 
 
 def test_peer_config_refuses_gtsm_with_multihop() -> None:
@@ -368,3 +369,26 @@ def test_notification_names() -> None:
     assert notification_name(4, 0) == "Hold Timer Expired"
     assert notification_name(2, 2) == "OPEN Message Error/Bad Peer AS"
     assert notification_name(3, 42) == "UPDATE Message Error/42"
+
+
+async def test_established_event_and_status_carry_the_connections_local_address() -> None:
+    # Without local_address configured: the kernel picks the source, and the event must still name it
+    # (single-hop BFD runs from there, RFC 5881 §4), in the same event that says Established.
+    a = Speaker(ASN_A, "10.0.0.1", [str(ADDR_A)], 0)
+    b = Speaker(ASN_B, "10.0.0.2", [str(ADDR_B)], 0)
+    await a.start()
+    await b.start()
+    try:
+        events_b = b.subscribe()
+        common = {"import_policy": ALLOW_ALL, "connect_retry_time": 1.0, "hold_time": 9}
+        # B is passive and has no local address configured: its end of the connection is whatever
+        # address A connected to.
+        await a.add_peer(PeerConfig(ADDR_B, ASN_B, port=b.listening()[0][1], local_address=ADDR_A, **common))  # type: ignore[arg-type]
+        await b.add_peer(PeerConfig(ADDR_A, ASN_A, port=a.listening()[0][1], passive=True, **common))  # type: ignore[arg-type]
+        event = await _wait(events_b, _state(str(ADDR_A), State.ESTABLISHED))
+        assert isinstance(event, PeerStateChanged)
+        assert event.local_address == ADDR_B
+        assert b.status(str(ADDR_A)).local_address == str(event.local_address)
+    finally:
+        await a.stop()
+        await b.stop()

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from controller import cli
+from controller.standalone import validate
 from lab import demo
 from lab.demo import (
     ADDRESSES,
@@ -34,7 +35,6 @@ from lab.demo import (
     route_server_yaml,
     summarize,
 )
-from controller.standalone import validate
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
