@@ -297,8 +297,9 @@ def test_tcp_md5_mismatch_never_establishes_says_why_then_the_matching_key_estab
     assert "TCP-MD5" in (status["last_error"] or ""), status
     assert status["connect_attempts"] >= 2
     assert status["state"] in ("Connect", "Active")
-    # The daemon's kernel dropped our SYNs, signed with our key.
+    # Each kernel dropped the other side's SYNs, signed with the other key.
     assert tcp_ext_counter(topo.peer, "TCPMD5Failure") >= 2
+    poll(lambda: rs.status()["kernel_drops"]["TCPMD5Failure"] >= 1, f"{daemon.kind}'s SYNs dropped here")
     assert rs.received_routes() == {}
 
     peer.set_password(us, "krs-side-key")
