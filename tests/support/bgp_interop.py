@@ -2,10 +2,11 @@
 
 Every interop group runs the same lab: host "rs" runs our speaker (KrsSpeaker), host "peer" runs the
 real daemon, joined by one veth link carrying 10.0.0.1/24 + 2001:db8::1/64 (rs) and 10.0.0.2/24 +
-2001:db8::2/64 (peer). What differs per daemon (reading its notifications, triggering a refresh, GR
-knobs) stays in the daemon's test module; what is common lives here so that a scenario reads the same
-for FRR, BIRD, GoBGP and ExaBGP: the canonical routes each side originates, the exact attributes the
-other side must then hold, waiting helpers and a Loc-RIB sampler that proves "no gap".
+2001:db8::2/64 (peer). This module owns what a scenario needs to read the same for FRR, BIRD, GoBGP
+and ExaBGP: `start_daemon` (one way to start any of them as the peer, through the uniform
+InteropDaemon interface of tests/support/daemons/base.py), the canonical routes each side
+originates, the exact attributes the other side must then hold, waiting helpers and a Loc-RIB
+sampler that proves "no gap". How each daemon shows things is its driver's business.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.support.daemons.base import Route, RouteView, RoutingDaemon
+from tests.support.daemons.base import Capability, InteropDaemon, Neighbor, Route, RouteView, RoutingDaemon
+from tests.support.daemons.bird import BirdDaemon, BirdNeighbor
+from tests.support.daemons.exabgp import ExabgpDaemon
+from tests.support.daemons.frr import FrrDaemon, FrrNeighbor
+from tests.support.daemons.gobgp import GobgpDaemon
 from tests.support.daemons.krs import KrsNeighbor, KrsSpeaker
 from tests.support.netns import Host, Lab
 
@@ -58,6 +63,20 @@ RS_ROUTES: tuple[Route, ...] = (
     ),
     Route("2001:db8:900::/40", as_path_prepend=1, med=30, communities=("64999:2",)),
 )
+
+
+# The daemons the interop scenarios run against, by the name in test ids.
+DAEMONS: dict[str, type[InteropDaemon]] = {
+    "frr": FrrDaemon,
+    "bird": BirdDaemon,
+    "gobgp": GobgpDaemon,
+    "exabgp": ExabgpDaemon,
+}
+
+
+def daemons_with(*capabilities: Capability) -> list[str]:
+    """The daemon names whose driver has every one of `capabilities`."""
+    return [kind for kind, cls in DAEMONS.items() if set(capabilities) <= cls.capabilities]
 
 
 def family_of(prefix: str) -> str:
@@ -121,6 +140,71 @@ def start_rs(
     )
     speaker.start()
     return speaker
+
+
+def start_daemon(
+    kind: str,
+    topo: Topology,
+    *,
+    asn: int = PEER_ASN,
+    rs_asn: int = RS_ASN,
+    routes: Sequence[Route] = PEER_ROUTES,
+    old_speaker: bool = False,
+    daemon_options: Mapping[str, Any] | None = None,
+    **neighbor: Any,
+) -> InteropDaemon:
+    """Start daemon `kind` on host "peer" with our speaker as its one neighbour, short timers unless
+    overridden, originating `routes` (ORIGIN IGP).
+
+    `old_speaker`: without the 4-octet AS capability (Capability.OLD_SPEAKER). `daemon_options` go to
+    the driver's constructor; `neighbor` options to its Neighbor (FrrNeighbor, BirdNeighbor, ...).
+    With graceful restart FRR preserves its forwarding state (the F bit, RFC 4724 §3) like the others.
+    """
+    cls = DAEMONS[kind]
+    if old_speaker and Capability.OLD_SPEAKER not in cls.capabilities:
+        raise ValueError(f"{kind} cannot run as an OLD speaker")
+    settings: dict[str, Any] = {"hold_time": 9, "connect_retry": 1, **neighbor}
+    options: dict[str, Any] = dict(daemon_options or {})
+    peer: Neighbor
+    if cls is FrrDaemon:
+        peer = FrrNeighbor(topo.rs_address(), rs_asn, **settings)
+    elif cls is BirdDaemon:
+        peer = BirdNeighbor(topo.rs_address(), rs_asn, as4=not old_speaker, **settings)
+    else:
+        peer = Neighbor(topo.rs_address(), rs_asn, **settings)
+    if cls is GobgpDaemon:
+        options.setdefault("origin", "igp")  # `gobgp global rib add` would give INCOMPLETE
+    elif cls is ExabgpDaemon:
+        options.setdefault("asn4", not old_speaker)
+    daemon = cls(topo.peer, asn=asn, router_id=PEER_ROUTER_ID, neighbors=[peer], routes=routes, **options)
+    if isinstance(daemon, FrrDaemon):
+        daemon.gr_preserve_fw_state = peer.graceful_restart
+    daemon.start()
+    return daemon
+
+
+def wait_established(rs: KrsSpeaker, daemon: RoutingDaemon, topo: Topology) -> None:
+    """Both sides say Established."""
+    rs.wait_session(topo.peer_address(), timeout=20)
+    daemon.wait_session(topo.rs_address(), timeout=15)
+
+
+def wait_advertised(daemon: InteropDaemon, topo: Topology, routes: Sequence[Route]) -> dict[str, RouteView]:
+    """Wait until the daemon's Adj-RIB-Out towards us holds `routes` (as `originated_as` gives them)
+    and return it whole: each route with exactly the attributes it was told to send, its own ASN in
+    front and its own address of the family as next hop."""
+    want = expected_views(routes, sender_asn=daemon.asn, sender_addresses=ADDRESSES["peer"])
+    problems: list[str] = ["not polled"]
+    sent: dict[str, RouteView] = {}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        sent = daemon.advertised_to(topo.rs_address())
+        problems = diff_views(sent, want)
+        if not problems:
+            break
+        time.sleep(0.1)
+    assert not problems, f"{daemon.kind}'s Adj-RIB-Out towards us: {problems}"
+    return sent
 
 
 def many_routes(count: int, base: str = "198.51.100") -> list[Route]:
@@ -397,9 +481,11 @@ def check_refreshed_after_restart(
     up = next(i for i, e in enumerate(events) if e["type"] == "state" and e["new"] == "Established")
     for prefix in dropped:
         family = "ipv6-unicast" if ":" in prefix else "ipv4-unicast"
-        removal = next(i for i, e in enumerate(events) if e["type"] == "routes" and prefix in e["removed"])
+        removals = [i for i, e in enumerate(events) if e["type"] == "routes" and prefix in e["removed"]]
         eor = next(i for i, e in enumerate(events) if e["type"] == "eor" and e["family"] == family)
-        assert up < removal < eor, f"{prefix} flushed at event {removal}, not by End-of-RIB ({up}..{eor})"
+        assert len(removals) == 1, f"{prefix} removed at events {removals}"
+        # Flushed by its family's End-of-RIB: the removal is the event right before it.
+        assert up < removals[0] == eor - 1, f"{prefix} flushed at event {removals[0]}, End-of-RIB {eor}"
     wait_rs_holds_exactly(rs, topo, survivors)
     status = rs.peer_status(topo.peer_address())
     assert status["prefixes_stale"] == 0

@@ -3,14 +3,21 @@
 A fixture renders its daemon's own configuration from these neutral dataclasses, starts the daemon
 inside a lab host (tests/support/netns.py), waits until it is ready, and reads back the daemon's own
 view (sessions, BFD, received routes) in normalised form for assertions.
+
+`RoutingDaemon` is what every lab speaker offers (our own included); `InteropDaemon` is the uniform
+interface of the real daemons the interop scenarios run against (FRR, BIRD, GoBGP, ExaBGP): freeze,
+graceful restart, the NOTIFICATIONs it received, its Adj-RIB-Out, its view of the session, refresh.
+What a daemon cannot do is a `Capability` it lacks, so a scenario selects daemons by capability
+instead of skipping.
 """
 
 from __future__ import annotations
 
 import abc
+import enum
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +103,42 @@ class BfdView:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+class Capability(enum.Enum):
+    """Something only some daemons can do; an interop scenario needing it runs on those only."""
+
+    # It can ask its neighbour to re-send its routes (ROUTE-REFRESH, RFC 2918). GoBGP 3.x cannot.
+    SENDS_ROUTE_REFRESH = "sends-route-refresh"
+    # It can run as an OLD speaker, without the 4-octet AS capability (RFC 6793 §4.2), and still
+    # carry both families (MP-BGP). GoBGP always sends the capability; FRR only drops it together
+    # with every other capability (dont-capability-negotiate, see its own test module).
+    OLD_SPEAKER = "old-speaker"
+    # It reports code and subcode of a NOTIFICATION received before Established (OpenSent,
+    # OpenConfirm). GoBGP only counts those.
+    NOTIFICATION_CODE_BEFORE_ESTABLISHED = "notification-code-before-established"
+    # It negotiates enhanced route refresh (RFC 7313: BoRR/EoRR around a re-advertisement). GoBGP 3.x
+    # does not advertise it.
+    ENHANCED_ROUTE_REFRESH = "enhanced-route-refresh"
+
+
+@dataclass(frozen=True)
+class ReceivedNotification:
+    """A NOTIFICATION as the daemon reports having received it."""
+
+    code: int
+    subcode: int
+    text: str = ""  # the daemon's own wording; "" for daemons that report only the numbers
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """The daemon's own view of one BGP session: the neighbour's AS and what both sides negotiated."""
+
+    peer_asn: int | None
+    four_octet_as: bool  # the 4-octet AS capability (RFC 6793) sent and received
+    graceful_restart: bool  # the graceful-restart capability (RFC 4724) sent and received
+    enhanced_route_refresh: bool  # the enhanced route refresh capability (RFC 7313) sent and received
+
+
 class RoutingDaemon(abc.ABC):
     """A real routing daemon running inside a lab host."""
 
@@ -150,6 +193,15 @@ class RoutingDaemon(abc.ABC):
     def received_routes(self) -> dict[str, RouteView]:
         """Routes the daemon has learned from its neighbours (not its own), by prefix."""
 
+    @abc.abstractmethod
+    def pause(self) -> None:
+        """Freeze the BGP process (SIGSTOP) with its TCP connections open: the neighbour's hold timer
+        must fire. Never a link down."""
+
+    @abc.abstractmethod
+    def resume(self) -> None:
+        """Thaw what `pause` froze (SIGCONT)."""
+
     def bfd_sessions(self) -> dict[str, BfdView]:
         """BFD sessions by peer address. Daemons without BFD return an empty dict."""
         return {}
@@ -194,6 +246,78 @@ class RoutingDaemon(abc.ABC):
                 return last
             time.sleep(0.05)
         raise AssertionError(f"{self.kind} BFD to {peer}: {last}, wanted {state} after {timeout}s")
+
+
+class InteropDaemon(RoutingDaemon):
+    """A real daemon (FRR, BIRD, GoBGP, ExaBGP) as the interop scenarios drive and read it.
+
+    Every answer is the daemon's own view (its CLI, logs or API), normalised so that one scenario
+    asserts the same thing for all daemons.
+    """
+
+    capabilities: frozenset[Capability] = frozenset()
+    # The daemon's wording of the NOTIFICATIONs the scenarios provoke, by (code, subcode): what
+    # `received_notifications` reports as `text`. Empty for daemons that report only the numbers.
+    notification_texts: Mapping[tuple[int, int], str] = {}
+
+    def notification_text(self, code: int, subcode: int) -> str:
+        return self.notification_texts.get((code, subcode), "")
+
+    def originated_as(self, route: Route) -> Route:
+        """`route` as this daemon puts it on the wire when told to originate it (attributes it fills
+        in itself, e.g. FRR's MED 0). Default: unchanged."""
+        return route
+
+    @abc.abstractmethod
+    def advertised_to(self, neighbor_address: str) -> dict[str, RouteView]:
+        """The daemon's Adj-RIB-Out towards the neighbour as it goes on the wire to an eBGP peer:
+        AS path with the daemon's own ASN in front, "next hop self" resolved to the daemon's own address
+        of the route's family, no LOCAL_PREF (RFC 4271 §5.1.5)."""
+
+    @abc.abstractmethod
+    def session_view(self, neighbor_address: str) -> SessionView:
+        """What the daemon says about the session: the neighbour's AS and the negotiated capabilities."""
+
+    @abc.abstractmethod
+    def received_notifications(self, neighbor_address: str) -> list[ReceivedNotification]:
+        """NOTIFICATIONs the daemon reports having received from the neighbour, oldest first (with
+        code and subcode; see Capability.NOTIFICATION_CODE_BEFORE_ESTABLISHED)."""
+
+    def notifications_received_count(self, neighbor_address: str) -> int:
+        """How many NOTIFICATIONs the daemon received from the neighbour, including any it does not
+        report the code of."""
+        return len(self.received_notifications(neighbor_address))
+
+    @abc.abstractmethod
+    def refresh_requests_received(self, neighbor_address: str) -> int:
+        """ROUTE-REFRESH requests (RFC 2918, one per family) the daemon received from the neighbour."""
+
+    @abc.abstractmethod
+    def updates_received_from(self, neighbor_address: str) -> int:
+        """Route announcements the daemon counts as received from the neighbour (grows by at least one
+        per re-sent route)."""
+
+    def request_refresh(self, neighbor_address: str) -> None:
+        """Ask the neighbour to re-send its routes in every family (Capability.SENDS_ROUTE_REFRESH)."""
+        raise NotImplementedError(f"{self.kind} cannot send ROUTE-REFRESH")
+
+    @abc.abstractmethod
+    def set_password(self, neighbor_address: str, password: str | None) -> None:
+        """Change the neighbour's TCP-MD5 key (at run time, or by restarting where the daemon must)."""
+
+    @abc.abstractmethod
+    def origins(self) -> dict[str, str]:
+        """ORIGIN ("igp", "egp", "incomplete") of the routes the daemon learned, by prefix."""
+
+    @abc.abstractmethod
+    def graceful_stop(self) -> None:
+        """Go away the way a restarting speaker does: sessions closed without a NOTIFICATION
+        (RFC 4724 §4.2), forwarding state kept."""
+
+    @abc.abstractmethod
+    def graceful_start(self, routes: Sequence[Route]) -> None:
+        """Come back after `graceful_stop` as a restarting speaker (Restart State and Forwarding
+        State bits, RFC 4724 §3), originating `routes`, End-of-RIB after them."""
 
 
 def start_python_harness(

@@ -16,7 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from tests.support.daemons.base import BfdView, Neighbor, Route, RouteView, RoutingDaemon
+from tests.support.daemons.base import (
+    BfdView,
+    Capability,
+    InteropDaemon,
+    Neighbor,
+    ReceivedNotification,
+    Route,
+    RouteView,
+    SessionView,
+)
 from tests.support.netns import Host, LabError, ManagedProcess
 from tests.support.prereq import require_binary
 
@@ -60,8 +69,17 @@ class BirdNeighbor(Neighbor):
     as4: bool = True  # False: `enable as4 off`, no 4-octet AS capability (2-octet AS_PATH, RFC 6793)
 
 
-class BirdDaemon(RoutingDaemon):
+class BirdDaemon(InteropDaemon):
     kind = "bird"
+    capabilities = frozenset(
+        {
+            Capability.SENDS_ROUTE_REFRESH,
+            Capability.OLD_SPEAKER,
+            Capability.NOTIFICATION_CODE_BEFORE_ESTABLISHED,
+            Capability.ENHANCED_ROUTE_REFRESH,
+        }
+    )
+    notification_texts = BIRD_NOTIFICATIONS
 
     def __init__(self, host: Host, **kwargs: Any) -> None:
         super().__init__(host, **kwargs)
@@ -171,6 +189,7 @@ class BirdDaemon(RoutingDaemon):
             f"  connect retry time {n.connect_retry};",
             "  connect delay time 1;",
             "  error wait time 1, 10;",
+            "  debug { packets };",  # logs "Got ROUTE-REFRESH" (refresh_requests_received)
         ]
         if n.passive:
             lines.append("  passive on;")
@@ -240,14 +259,19 @@ class BirdDaemon(RoutingDaemon):
         """`birdc graceful restart` (BIRD closes its sessions without a NOTIFICATION and exits), then
         `bird -R`: recovery mode, so its new OPEN has the Restart and Forwarding State bits set and it
         sends End-of-RIB after its table. `routes`: originate these instead of the current set."""
+        self.graceful_stop()
+        self.graceful_start(list(self._advertised.values()) if routes is None else routes)
+
+    def graceful_stop(self) -> None:
         assert self._proc is not None
         self.birdc("graceful restart", check=False)
         try:
             self._proc.wait(timeout=10)
         finally:
             self.stop()
-        if routes is not None:
-            self._advertised = {r.prefix: r for r in routes}
+
+    def graceful_start(self, routes: Sequence[Route]) -> None:
+        self._advertised = {r.prefix: r for r in routes}
         self._recovery = True
         self.start()
 
@@ -334,6 +358,58 @@ class BirdDaemon(RoutingDaemon):
                 text = match.group(1).strip()
                 code, subcode = _BIRD_NOTIFICATION_CODES.get(text.split(" (")[0], (-1, -1))
                 found.append((code, subcode, text))
+        return found
+
+    # -- InteropDaemon ------------------------------------------------------------------------
+
+    def advertised_to(self, neighbor_address: str) -> dict[str, RouteView]:
+        return {
+            prefix: replace(
+                view,
+                as_path=(self.asn, *view.as_path),
+                next_hop=view.next_hop or self.own_address(ipv6=":" in prefix),
+                local_pref=None,
+            )
+            for prefix, view in self.exported_routes(neighbor_address).items()
+        }
+
+    def session_view(self, neighbor_address: str) -> SessionView:
+        text = self.protocol_text(neighbor_address)
+        asn = re.search(r"Neighbor AS:\s+(\d+)", text)
+        local, _, remote = text.partition("Neighbor capabilities")
+        return SessionView(
+            peer_asn=int(asn.group(1)) if asn else None,
+            four_octet_as=re.search(r"Session:\s+external AS4\b", text) is not None,
+            graceful_restart="Graceful restart" in local and "Graceful restart" in remote,
+            enhanced_route_refresh="Enhanced refresh" in local and "Enhanced refresh" in remote,
+        )
+
+    def received_notifications(self, neighbor_address: str) -> list[ReceivedNotification]:
+        return [ReceivedNotification(c, s, t) for c, s, t in self.notifications_received(neighbor_address)]
+
+    def refresh_requests_received(self, neighbor_address: str) -> int:
+        name = self._protocol_name(neighbor_address)
+        return sum(1 for line in self.log_lines() if re.search(rf"\b{name}: Got ROUTE-REFRESH$", line))
+
+    def updates_received_from(self, neighbor_address: str) -> int:
+        stats = self.route_stats(neighbor_address)
+        return sum(int(channel["Import updates"]["received"] or 0) for channel in stats.values())
+
+    def request_refresh(self, neighbor_address: str) -> None:
+        self.reload_in(neighbor_address)
+
+    def origins(self) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for table in ("master4", "master6"):
+            prefix: str | None = None
+            learned = False
+            for line in self.birdc(f"show route all table {table}", check=False).stdout.splitlines():
+                match = _ROUTE_LINE.match(line)
+                if match:
+                    prefix = match.group("prefix") or prefix
+                    learned = match.group("proto").startswith("peer_")
+                elif learned and prefix and line.strip().startswith("BGP.origin:"):
+                    found.setdefault(prefix, line.split(":", 1)[1].strip().lower())
         return found
 
     def log_lines(self) -> list[str]:

@@ -7,10 +7,11 @@ directory to ExaBGP (`announce route ...`, `withdraw route ...`). The fixture re
 to report sessions and received routes, replaying announces and withdraws in order. NOTIFICATION
 and ROUTE-REFRESH messages ExaBGP receives are recorded too (`notifications`, `refreshes`).
 
-`asn4=False` makes ExaBGP an OLD speaker (no 4-octet AS capability, RFC 6793 §4.2); `request_refresh`
-has it send a ROUTE-REFRESH (RFC 2918); `pause`/`resume` freeze it (SIGSTOP); `restart(routes)`
-changes what it originates across a restart. With graceful restart negotiated, ExaBGP closes without
-a NOTIFICATION on `stop()`, and it sets the Forwarding State bit for every family (RFC 4724 §3).
+`asn4=False` makes ExaBGP an OLD speaker (no 4-octet AS capability, RFC 6793 §4.2);
+`request_refresh` has it send ROUTE-REFRESH for both families (RFC 2918); `pause`/`resume` freeze it
+(SIGSTOP); `restart(routes)` changes what it originates across a restart. With graceful restart
+negotiated, ExaBGP closes without a NOTIFICATION on `stop()`, and it sets the Forwarding State bit
+for every family (RFC 4724 §3).
 """
 
 from __future__ import annotations
@@ -21,10 +22,18 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemons.base import Route, RouteView, RoutingDaemon
+from tests.support.daemons.base import (
+    Capability,
+    InteropDaemon,
+    ReceivedNotification,
+    Route,
+    RouteView,
+    SessionView,
+)
 from tests.support.netns import Host, LabError, ManagedProcess
 from tests.support.prereq import require_binary
 
@@ -32,8 +41,16 @@ RELAY = Path(__file__).with_name("exabgp_relay.py")
 _STATE = {"up": "Established", "connected": "OpenSent", "down": "Idle", "shutdown": "Idle"}
 
 
-class ExabgpDaemon(RoutingDaemon):
+class ExabgpDaemon(InteropDaemon):
     kind = "exabgp"
+    capabilities = frozenset(
+        {
+            Capability.SENDS_ROUTE_REFRESH,
+            Capability.OLD_SPEAKER,
+            Capability.NOTIFICATION_CODE_BEFORE_ESTABLISHED,
+            Capability.ENHANCED_ROUTE_REFRESH,
+        }
+    )
 
     def __init__(self, host: Host, *, asn4: bool = True, **kwargs: Any) -> None:
         super().__init__(host, **kwargs)
@@ -99,7 +116,7 @@ class ExabgpDaemon(RoutingDaemon):
                 "  api {",
                 "    processes [ relay ];",
                 "    neighbor-changes;",
-                "    receive { parsed; update; notification; refresh; }",
+                "    receive { parsed; open; update; notification; refresh; }",
                 "  }",
             ]
             if self._advertised:
@@ -165,10 +182,6 @@ class ExabgpDaemon(RoutingDaemon):
     def log_text(self) -> str:
         return self._proc.log_text() if self._proc is not None else ""
 
-    def request_refresh(self, family: str = "ipv4 unicast") -> None:
-        """Send ROUTE-REFRESH for `family` ("ipv4 unicast", "ipv6 unicast") to every Established peer."""
-        self.command(f"announce route-refresh {family}")
-
     def notifications(self, direction: str = "receive") -> list[tuple[str, int, int]]:
         """(peer, code, subcode) of every NOTIFICATION ExaBGP reported (received by default)."""
         found = []
@@ -226,6 +239,83 @@ class ExabgpDaemon(RoutingDaemon):
                         for nlri in nlris:
                             found[nlri["nlri"] if isinstance(nlri, dict) else str(nlri)] = origin
         return found
+
+    # -- InteropDaemon ------------------------------------------------------------------------
+
+    def advertised_to(self, neighbor_address: str) -> dict[str, RouteView]:
+        """ExaBGP's static routes are its Adj-RIB-Out: what `_route_command` tells it to send."""
+        return {
+            r.prefix: RouteView(
+                prefix=r.prefix,
+                next_hop=r.next_hop or self.own_address(ipv6=":" in r.prefix),
+                as_path=(self.asn,) * (1 + r.as_path_prepend),
+                med=r.med,
+                communities=r.communities,
+                large_communities=r.large_communities,
+            )
+            for r in self._advertised.values()
+        }
+
+    def session_view(self, neighbor_address: str) -> SessionView:
+        """The neighbour's AS from ExaBGP's session reports; a capability counts as negotiated when
+        ExaBGP sends it (its configuration) and the neighbour's OPEN, as ExaBGP parsed it, has it."""
+        peer_asn: int | None = None
+        received: dict[str, Any] = {}
+        for message in self._messages():
+            neighbor = message.get("neighbor", {})
+            if neighbor.get("address", {}).get("peer") != neighbor_address:
+                continue
+            peer_asn = neighbor.get("asn", {}).get("peer", peer_asn)
+            if message.get("type") == "open" and neighbor.get("direction") == "receive":
+                received = neighbor.get("open", {}).get("capabilities", {})
+        ours = next((n for n in self.neighbors if n.address == neighbor_address), None)
+        return SessionView(
+            peer_asn=peer_asn,
+            four_octet_as=self.asn4 and "65" in received,
+            graceful_restart=bool(ours and ours.graceful_restart) and "64" in received,
+            # `capability { route-refresh; }` makes ExaBGP send both route refresh capabilities.
+            enhanced_route_refresh="70" in received,
+        )
+
+    def received_notifications(self, neighbor_address: str) -> list[ReceivedNotification]:
+        return [ReceivedNotification(c, s) for p, c, s in self.notifications() if p == neighbor_address]
+
+    def refresh_requests_received(self, neighbor_address: str) -> int:
+        return sum(1 for p, _afi, kind in self.refreshes() if p == neighbor_address and kind == "query")
+
+    def updates_received_from(self, neighbor_address: str) -> int:
+        """Prefix announcements in the UPDATEs from the neighbour (re-advertisements included)."""
+        count = 0
+        for message in self._messages():
+            neighbor = message.get("neighbor", {})
+            if message.get("type") != "update" or neighbor.get("address", {}).get("peer") != neighbor_address:
+                continue
+            update = neighbor.get("message", {}).get("update", {})
+            for family, by_hop in (update.get("announce") or {}).items():
+                if family.endswith("unicast"):
+                    count += sum(len(nlris) for nlris in by_hop.values())
+        return count
+
+    def request_refresh(self, neighbor_address: str) -> None:
+        """ROUTE-REFRESH for both families (ExaBGP sends it to every Established neighbour)."""
+        for family in ("ipv4 unicast", "ipv6 unicast"):
+            self.command(f"announce route-refresh {family}")
+
+    def set_password(self, neighbor_address: str, password: str | None) -> None:
+        """ExaBGP reads the key from its configuration: restart it with the new one."""
+        self.stop()
+        self.neighbors = [
+            replace(n, password=password) if n.address == neighbor_address else n for n in self.neighbors
+        ]
+        self.start()
+
+    def graceful_stop(self) -> None:
+        """With graceful restart negotiated ExaBGP closes without a NOTIFICATION."""
+        self.stop()
+
+    def graceful_start(self, routes: Sequence[Route]) -> None:
+        self._advertised = {r.prefix: r for r in routes}
+        self.start()
 
     def command(self, line: str) -> None:
         """Send one API command to ExaBGP through the relay's FIFO."""

@@ -15,12 +15,21 @@ import re
 import shutil
 import signal
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tests.support.daemons.base import BfdView, Neighbor, Route, RouteView, RoutingDaemon
+from tests.support.daemons.base import (
+    BfdView,
+    Capability,
+    InteropDaemon,
+    Neighbor,
+    ReceivedNotification,
+    Route,
+    RouteView,
+    SessionView,
+)
 from tests.support.netns import Host, LabError, ManagedProcess
 from tests.support.prereq import missing
 
@@ -56,8 +65,19 @@ class FrrNotification:
     text: str  # FRR's wording, e.g. "OPEN Message Error/Bad Peer AS"
 
 
-class FrrDaemon(RoutingDaemon):
+class FrrDaemon(InteropDaemon):
     kind = "frr"
+    capabilities = frozenset(
+        {
+            Capability.SENDS_ROUTE_REFRESH,
+            Capability.NOTIFICATION_CODE_BEFORE_ESTABLISHED,
+            Capability.ENHANCED_ROUTE_REFRESH,
+        }
+    )
+    notification_texts = {
+        (2, 2): "OPEN Message Error/Bad Peer AS",
+        (6, 1): "Cease/Maximum Number of Prefixes Reached",
+    }
 
     def __init__(self, host: Host, **kwargs: Any) -> None:
         super().__init__(host, **kwargs)
@@ -269,11 +289,21 @@ class FrrDaemon(RoutingDaemon):
         `routes`: what the new bgpd originates instead of the current set (a restart that changes the
         table, so a test can tell refreshed routes from stale ones).
         """
+        self.graceful_stop()
+        self._start_bgpd(routes)
+
+    def graceful_stop(self) -> None:
+        """SIGKILL bgpd: no NOTIFICATION (SIGTERM would send Cease), zebra keeps the forwarding state."""
         bgpd = self._bgpd()
         bgpd.signal(signal.SIGKILL)
         bgpd.wait(timeout=10)
         self._procs.remove(bgpd)
         (self.dir / "bgpd.vty").unlink(missing_ok=True)
+
+    def graceful_start(self, routes: Sequence[Route]) -> None:
+        self._start_bgpd(routes)
+
+    def _start_bgpd(self, routes: Sequence[Route] | None) -> None:
         if routes is not None:
             self._advertised = {r.prefix: r for r in routes}
             self._route_maps.clear()
@@ -382,6 +412,73 @@ class FrrDaemon(RoutingDaemon):
                 )
         return found
 
+    # -- InteropDaemon ------------------------------------------------------------------------
+
+    def originated_as(self, route: Route) -> Route:
+        """A `network` statement without a MED gets MED 0 from FRR."""
+        return route if route.med is not None else replace(route, med=0)
+
+    def advertised_to(self, neighbor_address: str) -> dict[str, RouteView]:
+        """From `advertised-routes`: AS path and MED as FRR shows them (its own ASN added on the wire);
+        its JSON has no communities, so those are the ones its route-maps set."""
+        routes = {}
+        for prefix, view in self.advertised_routes(neighbor_address).items():
+            configured = self._advertised.get(prefix, Route(prefix))
+            routes[prefix] = replace(
+                view,
+                as_path=(self.asn, *view.as_path),
+                next_hop=view.next_hop or self.own_address(ipv6=":" in prefix),
+                local_pref=None,
+                communities=configured.communities,
+                large_communities=configured.large_communities,
+            )
+        return routes
+
+    def session_view(self, neighbor_address: str) -> SessionView:
+        """Graceful restart counts only with FRR in Restart mode and the neighbour a helper or restarter."""
+        view = self.neighbor(neighbor_address)
+        caps = view.get("neighborCapabilities", {})
+        gr = view.get("gracefulRestartInfo", {})
+        return SessionView(
+            peer_asn=view.get("remoteAs"),
+            four_octet_as=caps.get("4byteAs") == "advertisedAndReceived",
+            graceful_restart=caps.get("gracefulRestart") == "advertisedAndReceived"
+            and gr.get("localGrMode") == "Restart"
+            and gr.get("remoteGrMode") in ("Helper", "Restart"),
+            enhanced_route_refresh=caps.get("enhancedRouteRefresh") == "advertisedAndReceived",
+        )
+
+    def received_notifications(self, neighbor_address: str) -> list[ReceivedNotification]:
+        return [
+            ReceivedNotification(n.code, n.subcode, n.text)
+            for n in self.notifications(neighbor_address)
+            if n.received
+        ]
+
+    def refresh_requests_received(self, neighbor_address: str) -> int:
+        return self.message_stats(neighbor_address).get("routeRefreshRecv", 0)
+
+    def updates_received_from(self, neighbor_address: str) -> int:
+        return self.message_stats(neighbor_address).get("updatesRecv", 0)
+
+    def request_refresh(self, neighbor_address: str) -> None:
+        self.soft_clear_in(neighbor_address)
+
+    def origins(self) -> dict[str, str]:
+        return {
+            prefix: str(path.get("origin", "")).lower()
+            for prefix, path in self._rib_paths()
+            if _route_view(prefix, path) is not None
+        }
+
+    def _rib_paths(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(prefix, path) of every path in FRR's RIB (`show bgp ... json detail`), both families."""
+        for family in ("ipv4", "ipv6"):
+            data = self.vtysh_json(f"show bgp {family} unicast json detail") or {}
+            for prefix, entry in (data.get("routes") or {}).items():
+                for path in entry.get("paths", entry) if isinstance(entry, dict) else entry:
+                    yield prefix, path
+
     def soft_clear_in(self, neighbor_address: str) -> None:
         """`clear bgp X soft in`: ask the neighbour for its routes again (ROUTE-REFRESH, RFC 2918)."""
         self.vtysh(f"clear bgp {neighbor_address} soft in")
@@ -417,18 +514,18 @@ class FrrDaemon(RoutingDaemon):
         return routes
 
     def received_routes(self) -> dict[str, RouteView]:
+        """The best learned path per prefix (else the first learned one)."""
         routes: dict[str, RouteView] = {}
-        for family in ("ipv4", "ipv6"):
-            data = self.vtysh_json(f"show bgp {family} unicast json detail") or {}
-            for prefix, entry in (data.get("routes") or {}).items():
-                paths = entry.get("paths", entry) if isinstance(entry, dict) else entry
-                for path in paths:
-                    view = _route_view(prefix, path)
-                    if view is not None and path.get("bestpath", {}).get("overall", True):
-                        routes[prefix] = view
-                        break
-                    if view is not None:
-                        routes.setdefault(prefix, view)
+        best: set[str] = set()
+        for prefix, path in self._rib_paths():
+            view = _route_view(prefix, path)
+            if view is None or prefix in best:
+                continue
+            if path.get("bestpath", {}).get("overall", True):
+                routes[prefix] = view
+                best.add(prefix)
+            else:
+                routes.setdefault(prefix, view)
         return routes
 
     def bfd_sessions(self) -> dict[str, BfdView]:

@@ -17,9 +17,16 @@ import json
 import signal
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
-from tests.support.daemons.base import Route, RouteView, RoutingDaemon
+from tests.support.daemons.base import (
+    InteropDaemon,
+    ReceivedNotification,
+    Route,
+    RouteView,
+    SessionView,
+)
 from tests.support.netns import Host, LabError, ManagedProcess
 from tests.support.prereq import require_binary
 
@@ -38,9 +45,13 @@ _STATES = {
     "6": "Established",
 }
 _API_PORT = 50051
+_ORIGINS = {0: "igp", 1: "egp", 2: "incomplete"}
 
 
-class GobgpDaemon(RoutingDaemon):
+class GobgpDaemon(InteropDaemon):
+    """gobgpd; no Capability flags: it sends no ROUTE-REFRESH, always the 4-octet AS capability, and
+    reports the code of a NOTIFICATION only on an Established session."""
+
     kind = "gobgp"
 
     def __init__(
@@ -168,8 +179,13 @@ class GobgpDaemon(RoutingDaemon):
         the peer's End-of-RIB arrived, RFC 4724 §4.1) follows the complete table.
         """
         self.crash()
-        if routes is not None:
-            self._advertised = {r.prefix: r for r in routes}
+        self.graceful_start(list(self._advertised.values()) if routes is None else routes)
+
+    def graceful_stop(self) -> None:
+        self.crash()
+
+    def graceful_start(self, routes: Sequence[Route]) -> None:
+        self._advertised = {r.prefix: r for r in routes}
         self._restarting = True
         try:
             self.start()
@@ -236,12 +252,11 @@ class GobgpDaemon(RoutingDaemon):
                 for path in paths:
                     view = _route_view(prefix, path, local_ok=True)
                     if view is not None:
-                        routes[prefix] = view
+                        routes[prefix] = replace(view, local_pref=None)
         return routes
 
-    def origins(self) -> dict[str, int]:
-        """ORIGIN codes (0 IGP, 1 EGP, 2 INCOMPLETE) of the routes gobgpd learned, by prefix."""
-        found: dict[str, int] = {}
+    def origins(self) -> dict[str, str]:
+        found: dict[str, str] = {}
         for family in ("ipv4", "ipv6"):
             proc = self.cli("-j", "global", "rib", "-a", family, check=False)
             if proc.returncode != 0 or not proc.stdout.strip():
@@ -252,8 +267,48 @@ class GobgpDaemon(RoutingDaemon):
                         continue
                     for attr in path.get("attrs", []):
                         if attr.get("type") == 1:
-                            found[prefix] = int(attr.get("value", 0))
+                            found[prefix] = _ORIGINS.get(int(attr.get("value", 0)), "?")
         return found
+
+    # -- InteropDaemon ------------------------------------------------------------------------
+
+    def session_view(self, neighbor_address: str) -> SessionView:
+        state = self.neighbor_json(neighbor_address).get("state", {})
+
+        def both(capability: str) -> bool:
+            return all(
+                any(c.get("type_url", "").endswith(capability) for c in state.get(side, []))
+                for side in ("local_cap", "remote_cap")
+            )
+
+        return SessionView(
+            peer_asn=state.get("peer_asn"),
+            four_octet_as=both(".FourOctetASNCapability"),
+            graceful_restart=both(".GracefulRestartCapability"),
+            enhanced_route_refresh=both(".EnhancedRouteRefreshCapability"),
+        )
+
+    def received_notifications(self, neighbor_address: str) -> list[ReceivedNotification]:
+        return [ReceivedNotification(c, s) for c, s in self.notifications_received(neighbor_address)]
+
+    def notifications_received_count(self, neighbor_address: str) -> int:
+        """GoBGP's own counter: it also counts what it received before Established (no code logged)."""
+        return self.message_counters(neighbor_address)["received"].get("notification", 0)
+
+    def refresh_requests_received(self, neighbor_address: str) -> int:
+        return self.message_counters(neighbor_address)["received"].get("refresh", 0)
+
+    def updates_received_from(self, neighbor_address: str) -> int:
+        return self.message_counters(neighbor_address)["received"].get("update", 0)
+
+    def set_password(self, neighbor_address: str, password: str | None) -> None:
+        """GoBGP reads the key from its config: restart it with the new one."""
+        self.stop()
+        self.neighbors = [
+            replace(n, password=password) if n.address == neighbor_address else n for n in self.neighbors
+        ]
+        self.routes, self._advertised = list(self._advertised.values()), {}
+        self.start()
 
     def cli(self, *args: str, check: bool = True) -> Any:
         return self.host.run("gobgp", "-p", str(_API_PORT), "-u", "127.0.0.1", *args, check=check, timeout=20)
