@@ -23,6 +23,7 @@ from tests.support.bgp_interop import (
     RS_ASN_2OCTET,
     RS_ROUTES,
     Topology,
+    assert_held_down,
     build_topology,
     many_routes,
     next_event_index,
@@ -345,10 +346,10 @@ def test_wrong_peer_as_is_refused_with_notification_2_2_seen_by_bird(lab: Lab) -
     assert bird.session_state(us) != "Established"
 
 
-def test_max_prefix_teardown_sends_cease_6_1_and_bird_reports_it(lab: Lab) -> None:
+def test_max_prefix_teardown_sends_cease_6_1_bird_reports_it_and_the_session_stays_idle(lab: Lab) -> None:
     topo = build_topology(lab, "ipv4")
     bird = start_bird(topo, routes=many_routes(10))
-    rs = start_rs(topo, max_prefix=5, idle_hold_time=30)
+    rs = start_rs(topo, max_prefix=5)
     peer = topo.peer_address()
 
     limit = rs.wait_event(lambda e: e["type"] == "prefix_limit", timeout=15, what="max-prefix event")
@@ -362,6 +363,8 @@ def test_max_prefix_teardown_sends_cease_6_1_and_bird_reports_it(lab: Lab) -> No
     wait_until(lambda: _received_by_bird(bird, topo, 6, 1), 10, what="BIRD to log our Cease 6/1")
     assert _received_by_bird(bird, topo, 6, 1)[0] == "Maximum number of prefixes reached"
     assert rs.received_routes() == {}
+    # Held Idle (RFC 4271 §8.1.1, automatic start off): no reconnect after the 0.5 s IdleHold.
+    assert_held_down(rs, peer)
     assert rs.session_state(peer) != "Established"
 
 

@@ -23,6 +23,7 @@ from tests.support.bgp_interop import (
     RS_ASN_2OCTET,
     RS_ROUTES,
     Topology,
+    assert_held_down,
     build_topology,
     family_of,
     many_routes,
@@ -337,10 +338,10 @@ def test_wrong_peer_as_is_refused_with_notification_2_2_seen_by_frr(lab: Lab) ->
     assert frr.session_state(us) != "Established"
 
 
-def test_max_prefix_teardown_sends_cease_6_1_and_frr_reports_it(lab: Lab) -> None:
+def test_max_prefix_teardown_sends_cease_6_1_frr_reports_it_and_the_session_stays_idle(lab: Lab) -> None:
     topo = build_topology(lab, "ipv4")
     frr = start_frr(topo, routes=many_routes(10))
-    rs = start_rs(topo, max_prefix=5, idle_hold_time=30)
+    rs = start_rs(topo, max_prefix=5)
     peer, us = topo.peer_address(), topo.rs_address()
 
     limit = rs.wait_event(lambda e: e["type"] == "prefix_limit", timeout=15, what="max-prefix event")
@@ -359,6 +360,8 @@ def test_max_prefix_teardown_sends_cease_6_1_and_frr_reports_it(lab: Lab) -> Non
     last = frr.last_notification(us)
     assert last is not None and last.received and (last.code, last.subcode) == (6, 1), last
     assert rs.received_routes() == {}
+    # Held Idle (RFC 4271 §8.1.1, automatic start off): no reconnect after the 0.5 s IdleHold.
+    assert_held_down(rs, peer)
     assert rs.session_state(peer) != "Established"
 
 

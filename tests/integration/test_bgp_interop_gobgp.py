@@ -29,6 +29,7 @@ from tests.support.bgp_interop import (
     RS_ASN_2OCTET,
     RS_ROUTES,
     Topology,
+    assert_held_down,
     build_topology,
     check_refreshed_after_restart,
     diff_views,
@@ -359,10 +360,10 @@ def test_wrong_peer_as_is_refused_with_notification_2_2(lab: Lab) -> None:
     assert rs.received_routes() == {}
 
 
-def test_max_prefix_exceeded_tears_down_with_cease_6_1(lab: Lab) -> None:
+def test_max_prefix_exceeded_tears_down_with_cease_6_1_and_the_session_stays_idle(lab: Lab) -> None:
     topo = build_topology(lab)
     gobgp = start_gobgp(topo, routes=many_routes(10))
-    rs = start_rs(topo, max_prefix=5, idle_hold_time=30)
+    rs = start_rs(topo, max_prefix=5)
     limit = rs.wait_event(lambda e: e["type"] == "prefix_limit", what="max-prefix event")
     assert (limit["event"], limit["limit"]) == ("TEARDOWN", 5)
     down = wait_down(rs, topo.peer_address())
@@ -372,6 +373,8 @@ def test_max_prefix_exceeded_tears_down_with_cease_6_1(lab: Lab) -> None:
     # GoBGP logs the Cease it received on its Established session, with code and subcode.
     poll(lambda: (6, 1) in gobgp.notifications_received(topo.rs_address()), "GoBGP to log Cease 6/1")
     assert rs.received_routes() == {}
+    # Held Idle (RFC 4271 §8.1.1, automatic start off): no reconnect after the 0.5 s IdleHold.
+    assert_held_down(rs, topo.peer_address())
 
 
 def test_deny_by_default_receives_but_accepts_nothing(lab: Lab) -> None:
