@@ -149,7 +149,7 @@ class ConnectionRefused:
 
 @dataclass(frozen=True, slots=True)
 class PrefixLimit:
-    """Max-prefix threshold, limit exceeded (warn) or teardown (Cease 6/1, RFC 4486)."""
+    """Max-prefix threshold, limit exceeded (Warn), excess refused (Reject) or teardown (Cease 6/1)."""
 
     peer_id: str
     event: MaxPrefixEvent
@@ -232,6 +232,10 @@ class PeerStatus:
     connect_attempts: int
     negotiated: NegotiatedInfo | None
     local_address: str | None = None  # our end of the Established connection
+    # Held Idle with automatic start off (RFC 4271 §8.1.1), e.g. "MaxPrefixes": a DownReason value;
+    # None when the session restarts on its own as usual.
+    held_idle_reason: str | None = None
+    held_idle_until: float | None = None  # wall clock of the automatic restart; None: until the spec changes
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,11 @@ Cease/BFD Down (RFC 9384) and the peer's routes are withdrawn, or kept as stale 
 for graceful handling and the peer negotiated graceful restart. Graceful restart as receiving speaker
 (RFC 4724 §4.2): on a graceful SessionDown the peer's paths are kept stale for the restart time it
 advertised; End-of-RIB per family (or the stale-path timer) flushes what it did not re-announce.
+
+Max-prefix (bgp.rib.policy.MaxPrefixAction): WARN and REJECT are the Adj-RIB-In's business; on
+TEARDOWN the session is closed with Cease/Maximum Number of Prefixes Reached (RFC 4486 §4) and held
+Idle with automatic start off (RFC 4271 §8.1.1) until `update_peer` brings any change of the peer's
+configuration, or until the limit's `restart_after` elapses. Status shows the hold and its end.
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ from bgp.io.sockopts import gtsm_min_ttl, kernel_drop_counters
 from bgp.rib.adj_rib_in import FAMILIES, AdjRibIn, IntakeResult
 from bgp.rib.loc_rib import LocRib, RibChange
 from bgp.rib.path import PeerInfo, RouteBatch
-from bgp.rib.policy import MaxPrefixAction, MaxPrefixEvent
+from bgp.rib.policy import MaxPrefix, MaxPrefixAction, MaxPrefixEvent
 from bgp.types import (
     IPV4_UNICAST,
     AsPath,
@@ -278,8 +283,9 @@ class Speaker:
         """Apply a changed configuration.
 
         Import policy and max-prefix apply in place (routes the new policy rejects are withdrawn; a
-        ROUTE-REFRESH asks the peer for routes a wider policy now admits, RFC 2918). Anything else
-        restarts the session with Cease/Other Configuration Change (RFC 4486).
+        ROUTE-REFRESH asks the peer for routes a wider policy or a roomier limit now admits, RFC
+        2918). Anything else restarts the session with Cease/Other Configuration Change (RFC 4486).
+        Any change releases a session held Idle by a max-prefix teardown (a ManualStart).
         """
         peer = self._peers.get(config.peer_id)
         if peer is None:
@@ -296,12 +302,27 @@ class Speaker:
         peer.config = config
         peer.export_cache.clear()
         peer.warned_next_hop.clear()
-        if peer.adj is None:
+        held = peer.session.held
+        if held is not None:
+            log.info("BGP peer %s: configuration changed, releasing the %s hold", peer.peer_id, held.value)
+            assert peer.driver is not None
+            peer.driver.call(peer.session.start)
+        adj = peer.adj
+        if adj is None:
             return
-        peer.adj.max_prefix = config.max_prefix
-        if old.import_policy != config.import_policy:
-            result = peer.adj.set_policy(config.import_policy)
+        refresh = False
+        if old.max_prefix != config.max_prefix:
+            refused = adj.refused_since_clear
+            result = adj.set_max_prefix(config.max_prefix)
             self._apply(peer, result.changes)
+            if result.max_prefix is not None:
+                self._max_prefix(peer, result.max_prefix)
+            refresh = refused > 0 and _capacity(config.max_prefix) > _capacity(old.max_prefix)
+        if old.import_policy != config.import_policy:
+            result = adj.set_policy(config.import_policy)
+            self._apply(peer, result.changes)
+            refresh = True
+        if refresh and peer.negotiated is not None:
             self.request_refresh(peer.peer_id)
 
     async def remove_peer(self, peer_id: str) -> None:
@@ -601,10 +622,25 @@ class Speaker:
         assert adj is not None and limit is not None
         self._publish(PrefixLimit(peer.peer_id, event, len(adj), limit.limit))
         if event is MaxPrefixEvent.TEARDOWN and limit.action is MaxPrefixAction.TEARDOWN:
-            log.warning("BGP peer %s: more than %d prefixes, closing (Cease 6/1)", peer.peer_id, limit.limit)
+            restart = limit.restart_after
+            log.warning(
+                "BGP peer %s: more than %d prefixes, closing (Cease 6/1) and staying Idle %s",
+                peer.peer_id,
+                limit.limit,
+                "until the configuration changes" if restart is None else f"for {restart:g}s",
+            )
             assert peer.driver is not None
+            if peer.negotiated is None:
+                return  # already down (a lowered limit re-checked while the session is not up)
             peer.down_override = GracefulMode.FLUSH
-            peer.driver.call(lambda now: peer.session.force_down(now, DownReason.MAX_PREFIXES))
+            peer.driver.call(
+                lambda now: peer.session.force_down(
+                    now,
+                    DownReason.MAX_PREFIXES,
+                    automatic_start=False,  # RFC 4271 §8.1.1: no automatic restart for this peer
+                    restart_at=None if restart is None else now + restart,
+                )
+            )
         else:
             log.warning(
                 "BGP peer %s: %d prefixes, limit %d (%s)",
@@ -812,6 +848,11 @@ class Speaker:
         uptime = None
         if peer.established_mono is not None and driver is not None:
             uptime = driver.now() - peer.established_mono
+        held = peer.session.held
+        held_until = None
+        hold_until = peer.session.hold_until
+        if held is not None and hold_until is not None and driver is not None:
+            held_until = time.time() + max(0.0, hold_until - driver.now())  # wall clock, for status
         info = None
         if negotiated is not None:
             info = NegotiatedInfo(
@@ -852,6 +893,8 @@ class Speaker:
             connect_attempts=driver.connect_attempts if driver is not None else 0,
             negotiated=info,
             local_address=str(peer.local_address) if peer.local_address is not None else None,
+            held_idle_reason=held.value if held is not None else None,
+            held_idle_until=held_until,
         )
 
 
@@ -869,6 +912,12 @@ def _prepend(path: AsPath, asn: int) -> AsPath:
         first = AsPathSegment(SegmentType.AS_SEQUENCE, (asn, *segments[0].asns))
         return AsPath((first, *segments[1:]))
     return AsPath((AsPathSegment(SegmentType.AS_SEQUENCE, (asn,)), *segments))
+
+
+def _capacity(limit: MaxPrefix | None) -> float:
+    """How many paths a limit lets the Adj-RIB-In hold (unbounded without one or with WARN)."""
+    capacity = None if limit is None else limit.capacity
+    return float("inf") if capacity is None else float(capacity)
 
 
 def _worse(current: MaxPrefixEvent | None, result: IntakeResult) -> MaxPrefixEvent | None:

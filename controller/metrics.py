@@ -57,7 +57,7 @@ class Metrics:
         )
         self.max_prefix = Counter(
             f"{PREFIX}_bgp_max_prefix_events",
-            "Max-prefix threshold warnings, limits exceeded and teardowns.",
+            "Max-prefix events: threshold (warning), exceeded (Warn), rejected (Reject), teardown.",
             ["route_server", "peer", "event"],
             registry=r,
         )
@@ -179,6 +179,16 @@ class _StateCollector(Collector):
             "Prefix announcements received from the peer.",
             labels=peer_labels,
         )
+        held = GaugeMetricFamily(
+            f"{PREFIX}_bgp_session_held_idle",
+            "1 while the session is held Idle with automatic start off (max-prefix Teardown), by reason.",
+            labels=[*peer_labels, "reason"],
+        )
+        held_until = GaugeMetricFamily(
+            f"{PREFIX}_bgp_session_held_idle_until_timestamp_seconds",
+            "When a held session starts again by itself (Unix time); absent: until the spec changes.",
+            labels=peer_labels,
+        )
         accepted = GaugeMetricFamily(
             f"{PREFIX}_bgp_prefixes_accepted",
             "Paths held from the peer after import policy.",
@@ -238,6 +248,10 @@ class _StateCollector(Collector):
                 uptime.add_metric(labels, peer.uptime_seconds or 0.0)
                 received.add_metric(labels, float(peer.prefixes_received))
                 accepted.add_metric(labels, float(peer.prefixes_accepted))
+                if peer.held_idle_reason is not None:
+                    held.add_metric([*labels, peer.held_idle_reason], 1.0)
+                    if peer.held_idle_until is not None:
+                        held_until.add_metric(labels, peer.held_idle_until)
                 for reason, count in sorted(peer.rejected_by_reason.items()):
                     rejected.add_metric([*labels, reason], float(count))
                 if peer.bfd is not None:
@@ -262,6 +276,8 @@ class _StateCollector(Collector):
             received,
             accepted,
             rejected,
+            held,
+            held_until,
             bfd_state,
             detection,
             fib_routes,

@@ -1547,6 +1547,8 @@ class RouteServerRuntime:
             rejected_by_reason=dict(status.rejected_by_reason) if status is not None else {},
             prefixes_stale=status.prefixes_stale if status is not None else 0,
             recent_rejections=rejections,
+            held_idle_reason=status.held_idle_reason if status is not None else None,
+            held_idle_until=status.held_idle_until if status is not None else None,
         )
 
     def _bfd_view(

@@ -64,6 +64,10 @@ class PeerView:
     rejected_by_reason: dict[str, int]
     prefixes_stale: int
     recent_rejections: tuple[RejectedRouteView, ...] = ()
+    # Held Idle with automatic start off (a max-prefix Teardown): why ("MaxPrefixes") and until
+    # when (wall clock; None while held: until the peer's spec changes).
+    held_idle_reason: str | None = None
+    held_idle_until: float | None = None
 
     @property
     def bfd_state(self) -> str | None:
@@ -192,7 +196,14 @@ def _bfd_cell(peer: Mapping[str, Any]) -> str:
     return str(bfd.get("state", "-"))
 
 
-def _last(peer: Mapping[str, Any]) -> str:
+def _last(peer: Mapping[str, Any], now: float) -> str:
+    held = peer.get("held_idle_reason")
+    if held:
+        until = peer.get("held_idle_until")
+        end = "until the spec changes"
+        if until is not None:
+            end = f"restart in {format_duration(max(0.0, until - now))}"
+        return f"{held} (held Idle, {end})"
     reason = peer.get("last_transition_reason")
     if not reason:
         return "-"
@@ -260,7 +271,7 @@ def _render_route_server(rs: Mapping[str, Any], now: float) -> str:
                 p.get("prefixes_received", 0),
                 p.get("prefixes_accepted", 0),
                 p.get("prefixes_rejected", 0),
-                _last(p),
+                _last(p, now),
             )
             for p in peers
         ]

@@ -452,9 +452,12 @@ class _Context:
         if multihop is None and gtsm is None:
             multihop = 255 if ibgp else 1
         max_prefix = spec.max_prefixes
-        action = (
-            MaxPrefixAction.WARN if max_prefix.action is ApiMaxPrefixAction.WARN else MaxPrefixAction.TEARDOWN
-        )
+        action = {
+            ApiMaxPrefixAction.WARN: MaxPrefixAction.WARN,
+            ApiMaxPrefixAction.REJECT: MaxPrefixAction.REJECT,
+            ApiMaxPrefixAction.TEARDOWN: MaxPrefixAction.TEARDOWN,
+        }[max_prefix.action]
+        restart_after = max_prefix.restart_after_seconds
         policy = ImportPolicy(
             allowed=prefix_rules(spec.import_allow_list(server)),
             forbidden_next_hops=self.node.addresses,
@@ -475,7 +478,12 @@ class _Context:
                 ttl_security_hops=gtsm,
                 multihop_ttl=multihop,
                 import_policy=policy,
-                max_prefix=MaxPrefix(max_prefix.limit, action, max_prefix.warning_threshold_percent),
+                max_prefix=MaxPrefix(
+                    max_prefix.limit,
+                    action,
+                    max_prefix.warning_threshold_percent,
+                    None if restart_after is None else float(restart_after),
+                ),
                 graceful_restart=spec.graceful_restart.enabled,
                 graceful_restart_time=server.graceful_restart.restart_time_seconds,
                 stale_path_time=float(spec.graceful_restart.stale_routes_time_seconds),

@@ -50,6 +50,7 @@ class TransitionReason(enum.Enum):
     MANUAL_START = "ManualStart"
     MANUAL_STOP = "ManualStop"
     IDLE_HOLD_TIMER_EXPIRED = "IdleHoldTimerExpires"  # automatic restart after damping (RFC 4271 §8.1.1)
+    AUTOMATIC_START = "AutomaticStart"  # a held session's restart time elapsed (RFC 4271 §8.1.2 Event 3)
     CONNECT_RETRY_EXPIRED = "ConnectRetryTimerExpires"
     TCP_CR_ACKED = "TcpCrAcked"  # our outgoing connection succeeded
     TCP_CONNECTION_CONFIRMED = "TcpConnectionConfirmed"  # the peer's connection was accepted

@@ -18,6 +18,10 @@ while waiting for the OPEN, then the negotiated hold time; 0 disables it and kee
 keepalive timer (jittered), and the IdleHold timer of DampPeerOscillations (§8.1.1): after an
 error-driven drop the session waits, doubling the wait on each further drop up to a maximum, and
 starts over once a session stayed Established long enough.
+
+Held Idle: a policy teardown may switch AllowAutomaticStart off for the drop (§8.1.1; max-prefix,
+RFC 4486 §4): the session stays Idle, refusing connections, until the owner starts it again
+(ManualStart) or, when a restart time was given, until then (one AutomaticStart, §8.1.2 Event 3).
 """
 
 from __future__ import annotations
@@ -165,6 +169,8 @@ class Session:
         self._connect_retry_at: float | None = None
         self._idle_hold_at: float | None = None
         self._idle_hold = config.idle_hold_time  # wait imposed by the next error-driven drop
+        self._held: DownReason | None = None  # AllowAutomaticStart off after this forced drop
+        self._hold_restart_at: float | None = None
         self._established_at: float | None = None
         self._cache: dict[bytes, PathAttributes] = {}  # interned attribute sets (DESIGN §8)
         self._actions: list[Action] = []
@@ -187,16 +193,30 @@ class Session:
         return self._idle_hold
 
     @property
+    def held(self) -> DownReason | None:
+        """Why the session is held Idle with automatic start off (see `force_down`); None if not."""
+        return self._held
+
+    @property
+    def hold_until(self) -> float | None:
+        """When a held session starts again by itself; None: only `start` releases it."""
+        return self._idle_hold_at if self._held is not None else None
+
+    @property
     def connections(self) -> tuple[int, ...]:
         return tuple(self._conns)
 
     # -- Owner API ------------------------------------------------------------------------------------
 
     def start(self, now: float) -> None:
-        """ManualStart (RFC 4271 §8.1.2 Event 1, or Event 4 when passive): connect now, or wait."""
-        if self._running:
+        """ManualStart (RFC 4271 §8.1.2 Event 1, or Event 4 when passive): connect now, or wait.
+
+        Also the way out of a hold (`force_down` with automatic start off).
+        """
+        if self._running and self._held is None:
             return
         self._running = True
+        self._held = None
         self._idle_hold = self.config.idle_hold_time
         self._begin(now, TransitionReason.MANUAL_START)
 
@@ -205,6 +225,7 @@ class Session:
     ) -> None:
         """ManualStop: Cease every connection (RFC 4486, shutdown communication RFC 9003), stay Idle."""
         self._running = False
+        self._held = None
         data = shutdown_communication(message) if subcode in _SHUTDOWN_SUBCODES else b""
         for conn in list(self._conns.values()):
             self._drop(
@@ -213,18 +234,31 @@ class Session:
         self._enter_idle(now)
         self._publish(TransitionReason.MANUAL_STOP)
 
-    def force_down(self, now: float, reason: DownReason, message: str = "") -> None:
+    def force_down(
+        self,
+        now: float,
+        reason: DownReason,
+        message: str = "",
+        *,
+        automatic_start: bool = True,
+        restart_at: float | None = None,
+    ) -> None:
         """Liveness or policy teardown (BFD down, RFC 5882 §4.2; max-prefix; admin reset).
 
         Sends the matching Cease on every open connection, closes them, and goes Idle; the session
-        reconnects after the IdleHold time, which backs off like any error-driven drop.
+        reconnects after the IdleHold time, which backs off like any error-driven drop. With
+        `automatic_start` False (RFC 4271 §8.1.1 AllowAutomaticStart FALSE for this drop) it is held
+        Idle instead, refusing the peer's connections: until `start`, or until `restart_at` when
+        given (then one start, as after an IdleHold).
         """
-        if not self._running:
+        if not self._running or self._held is not None:
             return
         subcode, treason, flush = _FORCED[reason]
         data = shutdown_communication(message) if subcode in _SHUTDOWN_SUBCODES else b""
+        if not automatic_start:
+            self._held, self._hold_restart_at = reason, restart_at
         if not self._conns:
-            if self._base is not State.IDLE:
+            if self._base is not State.IDLE or self._held is not None:
                 self._enter_idle(now)
                 self._publish(treason)
             return
@@ -356,7 +390,10 @@ class Session:
         if self._idle_hold_at is not None and now >= self._idle_hold_at:
             self._idle_hold_at = None
             if self._running and not self._conns and self._base is State.IDLE:
-                self._begin(now, TransitionReason.IDLE_HOLD_TIMER_EXPIRED)
+                held, self._held = self._held, None
+                # A held session's restart time is an AutomaticStart (RFC 4271 §8.1.2 Event 3).
+                why = TransitionReason.AUTOMATIC_START if held else TransitionReason.IDLE_HOLD_TIMER_EXPIRED
+                self._begin(now, why)
 
     def next_deadline(self) -> float | None:
         deadlines = [d for d in (self._connect_retry_at, self._idle_hold_at) if d is not None]
@@ -493,11 +530,16 @@ class Session:
         self._connect_retry_at = now + self._jitter(self.config.connect_retry_time)
 
     def _enter_idle(self, now: float) -> None:
-        """Go Idle; while running, come back after the IdleHold time, which doubles each time."""
+        """Go Idle; while running, come back after the IdleHold time, which doubles each time.
+
+        Held (automatic start off): no IdleHold; only the hold's restart time, if any.
+        """
         self._base = State.IDLE
         self._connect_retry_at = None
         self._idle_hold_at = None
-        if self._running:
+        if self._held is not None:
+            self._idle_hold_at = self._hold_restart_at
+        elif self._running:
             wait = self._idle_hold
             self._idle_hold_at = now + wait
             self._idle_hold = min(wait * 2, self.config.max_idle_hold_time)

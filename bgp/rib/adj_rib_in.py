@@ -12,6 +12,12 @@ Graceful restart (RFC 4724 §4.2, receiving speaker): when the session drops, `m
 each family's table aside in O(1); re-announced paths move back into the fresh table (replaced if
 their attributes changed, never withdrawn in between), and `flush_stale` on End-of-RIB or the
 restart/stale timer withdraws what the peer did not re-announce.
+
+Max-prefix (`MaxPrefix`, counted over accepted paths): WARN never caps intake; REJECT and TEARDOWN
+accept new paths only while there is room (replacing a held path is always allowed) and refuse the
+rest with RejectReason.MAX_PREFIX. Refused paths are not kept (like BIRD's `block`): withdrawals make
+room for later announcements, and `refused_since_clear` tells the caller that a ROUTE-REFRESH
+(RFC 2918) is needed to get the refused ones back once a new limit leaves room for them.
 """
 
 from __future__ import annotations
@@ -99,6 +105,8 @@ class AdjRibIn:
         self._count = 0
         self._threshold_warned = False
         self._exceeded_warned = False
+        # Paths refused for max-prefix since the table was last emptied: the peer thinks we hold them.
+        self.refused_since_clear = 0
         # Recently seen attribute objects -> their Path, keyed by id(attributes) (plus the path id
         # when non-zero): the codec interns attribute objects, so identity is the cheap lookup,
         # and the cached Path keeps its attributes alive, so an id cannot be reused while cached.
@@ -166,6 +174,7 @@ class AdjRibIn:
                 if room is not None:
                     if room <= 0:
                         rejected.append(Rejection(prefix, path_id, RejectReason.MAX_PREFIX))
+                        self.refused_since_clear += 1
                         tripped = True
                         continue
                     room -= 1
@@ -308,6 +317,7 @@ class AdjRibIn:
         self._stale = {f: {} for f in FAMILIES}
         self._count = 0
         self._threshold_warned = self._exceeded_warned = False
+        self.refused_since_clear = 0
         return dropped
 
     # -- reconfiguration ---------------------------------------------------------------------------
@@ -344,6 +354,47 @@ class AdjRibIn:
                 self._count -= len(doomed)
         result.changes = [RouteBatch(self.peer, None, group, path_id) for path_id, group in removed.items()]
         self._record(rejected, result)
+        result.max_prefix = self._max_prefix_event(False)
+        return result
+
+    def set_max_prefix(self, max_prefix: MaxPrefix | None) -> IntakeResult:
+        """Apply a changed limit to the held paths.
+
+        Warnings re-arm (a new limit earns its own threshold warning). Over a lowered REJECT limit the
+        most recently learned paths are withdrawn as MAX_PREFIX rejections (stale ones first), so the
+        table holds at most the limit as it would after a fresh session; over a TEARDOWN limit the
+        result says TEARDOWN and the caller closes the session (FRR re-checks a changed limit the
+        same way); over a WARN limit it says EXCEEDED.
+        """
+        self.max_prefix = max_prefix
+        self._threshold_warned = self._exceeded_warned = False
+        result = IntakeResult()
+        if max_prefix is None:
+            return result
+        excess = self._count - max_prefix.limit
+        if max_prefix.action is MaxPrefixAction.REJECT and excess > 0:
+            rejected: list[Rejection] = []
+            removed: dict[int, list[PrefixKey]] = {}
+            newest = tuple(reversed(FAMILIES))
+            tables = [self._stale[f] for f in newest] + [self._fresh[f] for f in newest]
+            for table in tables:
+                doomed: list[PeerKey] = []
+                for key in reversed(table):  # dicts keep insertion order: newest first
+                    if len(doomed) == excess:
+                        break
+                    doomed.append(key)
+                for key in doomed:
+                    del table[key]
+                    prefix, path_id = (key, 0) if isinstance(key, int) else key
+                    rejected.append(Rejection(prefix, path_id, RejectReason.MAX_PREFIX))
+                    _group(removed, path_id, prefix)
+                excess -= len(doomed)
+                self._count -= len(doomed)
+            self.refused_since_clear += len(rejected)
+            result.changes = [RouteBatch(self.peer, None, group, pid) for pid, group in removed.items()]
+            self._record(rejected, result)
+            result.max_prefix = self._max_prefix_event(True)
+            return result
         result.max_prefix = self._max_prefix_event(False)
         return result
 
@@ -442,14 +493,17 @@ class AdjRibIn:
         self.recent_rejections.extend(rejected[-(self.recent_rejections.maxlen or 0) :])
 
     def _room(self, incoming: int) -> int | None:
-        """How many new paths fit before a TEARDOWN limit trips; None when no cap is needed."""
+        """How many new paths fit under a REJECT/TEARDOWN limit; None when no cap is in reach."""
         limit = self.max_prefix
         if limit is None or limit.action is MaxPrefixAction.WARN or self._count + incoming <= limit.limit:
             return None
         return limit.limit - self._count
 
     def _max_prefix_event(self, tripped: bool) -> MaxPrefixEvent | None:
-        """Warn once per crossing (re-armed when the count falls back), teardown every time."""
+        """Warn and reject once per crossing (re-armed when the count falls back), teardown every time.
+
+        `tripped`: this step refused paths for lack of room.
+        """
         limit = self.max_prefix
         if limit is None:
             return None
@@ -457,16 +511,18 @@ class AdjRibIn:
         threshold = limit.threshold
         if count < threshold:
             self._threshold_warned = False
-        if count <= limit.limit:
+        reject = limit.action is MaxPrefixAction.REJECT
+        # Under REJECT the count stops at the limit: only room freed below it ends the crossing.
+        if count < limit.limit or (count == limit.limit and not reject):
             self._exceeded_warned = False
-        if tripped or (count > limit.limit and limit.action is MaxPrefixAction.TEARDOWN):
+        if limit.action is MaxPrefixAction.TEARDOWN and (tripped or count > limit.limit):
             self._threshold_warned = self._exceeded_warned = True
             return MaxPrefixEvent.TEARDOWN
-        if count > limit.limit:
+        if tripped if reject else count > limit.limit:
             if self._exceeded_warned:
                 return None
             self._threshold_warned = self._exceeded_warned = True
-            return MaxPrefixEvent.EXCEEDED
+            return MaxPrefixEvent.REJECTED if reject else MaxPrefixEvent.EXCEEDED
         if count >= threshold and count > 0 and not self._threshold_warned:
             self._threshold_warned = True
             return MaxPrefixEvent.THRESHOLD

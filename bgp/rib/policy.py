@@ -34,15 +34,23 @@ class RejectReason(enum.Enum):
 
     NOT_ALLOWED = "NotAllowed"  # no allow rule covers the prefix (RFC 8212)
     FORBIDDEN_PREFIX = "ForbiddenPrefix"  # inside a never-accept range (cluster-internal, our own)
-    MAX_PREFIX = "MaxPrefix"  # over the peer's limit with the teardown action
+    MAX_PREFIX = "MaxPrefix"  # over the peer's limit (action Reject, or the UPDATE that tripped Teardown)
     BAD_NEXT_HOP = "BadNextHop"  # missing, unusable or one of our own addresses
     AS_LOOP = "AsLoop"  # our ASN in AS_PATH (RFC 4271 §9.1.2)
     FIRST_AS_MISMATCH = "FirstAsMismatch"  # eBGP AS_PATH does not start with the peer's AS (§6.3)
 
 
 class MaxPrefixAction(enum.Enum):
-    WARN = "Warn"  # keep accepting, report once
-    TEARDOWN = "Teardown"  # refuse the excess, close the session (Cease/1, RFC 4486 §4)
+    """What happens when a peer sends more new prefixes than its limit.
+
+    The three user-facing behaviours of FRR and BIRD: FRR `maximum-prefix N warning-only` and BIRD
+    `receive limit N action warn` (WARN); BIRD `action block` (REJECT); FRR `maximum-prefix N
+    [restart M]` and BIRD `action disable` (TEARDOWN, optionally restarted after a fixed time).
+    """
+
+    WARN = "Warn"  # keep accepting everything, report once per crossing
+    REJECT = "Reject"  # accept up to the limit, refuse the rest (RejectReason.MAX_PREFIX), keep the session
+    TEARDOWN = "Teardown"  # close with Cease/1 (RFC 4486 §4) and keep the session Idle (RFC 4271 §8.1.1)
 
 
 class MaxPrefixEvent(enum.IntEnum):
@@ -50,27 +58,43 @@ class MaxPrefixEvent(enum.IntEnum):
 
     THRESHOLD = 1  # reached warn_threshold_percent of the limit
     EXCEEDED = 2  # over the limit, action WARN: routes still accepted
-    TEARDOWN = 3  # over the limit, action TEARDOWN: excess refused, the caller closes the session
+    REJECTED = 3  # at the limit, action REJECT: new prefixes refused (once per crossing)
+    TEARDOWN = 4  # over the limit, action TEARDOWN: excess refused, the caller closes the session
 
 
 @dataclass(frozen=True, slots=True)
 class MaxPrefix:
-    """Per-peer limit on accepted paths (counted after import policy, like FRR's default)."""
+    """Per-peer limit on accepted paths (counted after import policy, like FRR's default).
+
+    `restart_after` (seconds, TEARDOWN only): the session starts again on its own once this long
+    after the teardown (FRR's `restart`); None keeps it Idle until the configuration changes.
+    """
 
     limit: int
     action: MaxPrefixAction = MaxPrefixAction.TEARDOWN
     warn_threshold_percent: int = 75
+    restart_after: float | None = None
 
     def __post_init__(self) -> None:
         if self.limit < 0:
             raise ValueError("max-prefix limit must not be negative")
         if not 1 <= self.warn_threshold_percent <= 100:
             raise ValueError("warn_threshold_percent must be within 1..100")
+        if self.restart_after is not None:
+            if self.action is not MaxPrefixAction.TEARDOWN:
+                raise ValueError("a max-prefix restart interval needs the TEARDOWN action")
+            if self.restart_after <= 0:
+                raise ValueError("max-prefix restart_after must be positive")
 
     @property
     def threshold(self) -> int:
         """The count at which the one-time warning fires (rounded up)."""
         return -(-self.limit * self.warn_threshold_percent // 100)
+
+    @property
+    def capacity(self) -> int | None:
+        """How many paths may be held: the limit where it caps intake (REJECT, TEARDOWN), else None."""
+        return None if self.action is MaxPrefixAction.WARN else self.limit
 
 
 _BITS = {4: 32, 6: 128}

@@ -171,6 +171,7 @@ class BfdAuthType(enum.StrEnum):
 
 class MaxPrefixAction(enum.StrEnum):
     WARN = "Warn"
+    REJECT = "Reject"
     TEARDOWN = "Teardown"
 
 
@@ -252,7 +253,16 @@ class TtlSecurity(SpecModel):
 class MaxPrefixes(SpecModel):
     limit: int = Field(default=10000, ge=1, le=MAX_UINT32)
     action: MaxPrefixAction = MaxPrefixAction.TEARDOWN
+    restart_after_seconds: int | None = Field(default=None, ge=5, le=86400)
     warning_threshold_percent: int = Field(default=75, ge=1, le=100)
+
+    @field_validator("restart_after_seconds")
+    @classmethod
+    def _restart_after(cls, value: int | None, info: ValidationInfo) -> int | None:
+        action = info.data.get("action", MaxPrefixAction.TEARDOWN)  # absent when invalid: refused there
+        if value is not None and action is not MaxPrefixAction.TEARDOWN:
+            raise ValueError("restartAfterSeconds only applies to action Teardown")
+        return value
 
 
 class PeerGracefulRestart(SpecModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_network
@@ -246,6 +247,103 @@ async def test_max_prefix_teardown_sends_cease_1() -> None:
         received = p.a.status(str(ADDR_B)).last_notification_received
         assert received is not None and received.name == "Cease/Maximum Number of Prefixes Reached"
         assert len(p.b.loc_rib) == 0  # nothing of the peer is kept after the teardown
+    finally:
+        await p.a.stop()
+        await p.b.stop()
+
+
+# A only listens (as BIRD and FRR appliances in Active accept a connection at any time): two of our
+# speakers both connecting would refuse each other from Idle (RFC 4271 §8.2.2) after the hold. Without
+# the hold, B would be back within its 0.2 s IdleHold.
+PASSIVE_A: dict[str, object] = {"passive": True}
+
+
+async def _until(predicate: Callable[[], bool], within: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached")
+        await asyncio.sleep(0.02)
+
+
+async def test_max_prefix_teardown_holds_the_session_idle_until_update_peer_changes_the_limit() -> None:
+    p = await _pair(PASSIVE_A, max_prefix=MaxPrefix(2, MaxPrefixAction.TEARDOWN))
+    try:
+        await p.a.advertise(["198.51.100.0/26", "198.51.100.64/26", "198.51.100.128/26"], ATTRS)
+        await _wait(p.events_b, _state(str(ADDR_A), State.IDLE))
+        # IdleHold is 0.2 s: without the hold B would have reconnected to A (listening) by now.
+        await asyncio.sleep(2.5)
+        status = p.b.status(str(ADDR_A))
+        assert (status.state, status.established_count) == ("Idle", 1)
+        assert (status.held_idle_reason, status.held_idle_until) == ("MaxPrefixes", None)
+        assert status.last_transition == "MaxPrefixes"
+
+        await p.b.update_peer(replace(p.config_b, max_prefix=MaxPrefix(10, MaxPrefixAction.TEARDOWN)))
+        await _wait(p.events_b, _state(str(ADDR_A), State.ESTABLISHED))
+        await _until(lambda: len(p.b.loc_rib) == 3)
+        status = p.b.status(str(ADDR_A))
+        assert (status.established_count, status.held_idle_reason) == (2, None)
+    finally:
+        await p.a.stop()
+        await p.b.stop()
+
+
+async def test_max_prefix_teardown_with_restart_after_starts_again_once_when_it_elapses() -> None:
+    p = await _pair(PASSIVE_A, max_prefix=MaxPrefix(2, MaxPrefixAction.TEARDOWN, restart_after=1.5))
+    try:
+        loop = asyncio.get_running_loop()
+        await p.a.advertise(["198.51.100.0/26", "198.51.100.64/26", "198.51.100.128/26"], ATTRS)
+        await _wait(p.events_b, _state(str(ADDR_A), State.IDLE))
+        down_at = loop.time()
+        status = p.b.status(str(ADDR_A))
+        assert status.held_idle_reason == "MaxPrefixes" and status.held_idle_until is not None
+        assert 1.0 < status.held_idle_until - time.time() <= 1.5
+        await p.a.withdraw(["198.51.100.128/26"])  # the appliance is fixed meanwhile
+        await _wait(p.events_b, _state(str(ADDR_A), State.ESTABLISHED))
+        assert loop.time() - down_at >= 1.4
+        await _until(lambda: len(p.b.loc_rib) == 2)
+        status = p.b.status(str(ADDR_A))
+        assert (status.state, status.established_count, status.held_idle_reason) == ("Established", 2, None)
+    finally:
+        await p.a.stop()
+        await p.b.stop()
+
+
+async def test_max_prefix_reject_keeps_the_session_and_a_raised_limit_refreshes_the_rest() -> None:
+    p = await _pair(max_prefix=MaxPrefix(2, MaxPrefixAction.REJECT))
+    try:
+        prefixes = ["198.51.100.0/26", "198.51.100.64/26", "198.51.100.128/26", "198.51.100.192/26"]
+        await p.a.advertise(prefixes, ATTRS)
+        limit = await _wait(p.events_b, lambda e: isinstance(e, PrefixLimit))
+        assert isinstance(limit, PrefixLimit) and (limit.event, limit.count) == (MaxPrefixEvent.REJECTED, 2)
+        status = p.b.status(str(ADDR_A))
+        assert (status.state, status.prefixes_accepted) == ("Established", 2)
+        assert status.rejected_by_reason == {"MaxPrefix": 2}
+        assert len(p.b.loc_rib) == 2
+
+        # A roomier limit: B asks for the table again (ROUTE-REFRESH, RFC 2918) and takes the rest.
+        await p.b.update_peer(replace(p.config_b, max_prefix=MaxPrefix(10, MaxPrefixAction.REJECT)))
+        await _until(lambda: len(p.b.loc_rib) == 4)
+        status = p.b.status(str(ADDR_A))
+        assert (status.state, status.established_count, status.prefixes_accepted) == ("Established", 1, 4)
+    finally:
+        await p.a.stop()
+        await p.b.stop()
+
+
+async def test_max_prefix_lowered_reject_limit_withdraws_the_excess_without_a_new_session() -> None:
+    p = await _pair(max_prefix=MaxPrefix(10, MaxPrefixAction.REJECT))
+    try:
+        await p.a.advertise(["198.51.100.0/26", "198.51.100.64/26", "198.51.100.128/26"], ATTRS)
+        await _until(lambda: len(p.b.loc_rib) == 3)
+        await p.b.update_peer(replace(p.config_b, max_prefix=MaxPrefix(1, MaxPrefixAction.REJECT)))
+        assert len(p.b.loc_rib) == 1
+        status = p.b.status(str(ADDR_A))
+        assert (status.state, status.prefixes_accepted, status.rejected_by_reason) == (
+            "Established",
+            1,
+            {"MaxPrefix": 2},
+        )
     finally:
         await p.a.stop()
         await p.b.stop()

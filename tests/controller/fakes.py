@@ -45,6 +45,7 @@ class FakeSpeaker:
         self.listeners: list[Callable[[SpeakerEvent], None]] = []
         self.fail_start = fail_start
         self.rejected: dict[str, dict[str, int]] = {}  # peer -> reason -> count, for status()
+        self.held: dict[str, tuple[str, float | None]] = {}  # peer -> held Idle (reason, until), for status()
         self.started = False
         self.stopped = False
 
@@ -119,6 +120,8 @@ class FakeSpeaker:
             updates_received=0,
             connect_attempts=0,
             negotiated=None,
+            held_idle_reason=self.held[peer_id][0] if peer_id in self.held else None,
+            held_idle_until=self.held[peer_id][1] if peer_id in self.held else None,
         )
 
     def adj_rib_in(self, peer_id: str) -> AdjRibIn | None:

@@ -537,6 +537,27 @@ async def test_max_prefix_and_refused_connections_are_counted(harness: Harness) 
     assert harness.runtime.status().route_servers[0].connections_refused == 1
 
 
+async def test_peer_held_idle_by_max_prefix_shows_in_status_and_metrics(harness: Harness) -> None:
+    await harness.runtime.apply(
+        desired([server(**ALLOW)], [peer("a", "10.0.0.2"), peer("b", "10.0.0.3")], [])
+    )
+    harness.speaker.held = {"a": ("MaxPrefixes", None), "b": ("MaxPrefixes", 1_700_000_300.0)}
+    views = {p.name: p for p in harness.runtime.status().route_servers[0].peers}
+    assert (views["a"].held_idle_reason, views["a"].held_idle_until) == ("MaxPrefixes", None)
+    assert views["b"].held_idle_until == 1_700_000_300.0
+    exposition = harness.runtime.metrics.exposition().decode()
+    for name in ("a", "b"):
+        line = (
+            f'routeserver_bgp_session_held_idle{{peer="{name}",reason="MaxPrefixes",route_server="vip"}} 1.0'
+        )
+        assert line in exposition
+    assert (
+        'routeserver_bgp_session_held_idle_until_timestamp_seconds{peer="b",route_server="vip"} 1.7000003e+09'
+        in (exposition)
+    )
+    assert 'held_idle_until_timestamp_seconds{peer="a"' not in exposition  # held until the spec changes
+
+
 async def test_rejected_routes_are_logged_once_per_increase(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:

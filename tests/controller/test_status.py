@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
@@ -137,6 +138,27 @@ def test_render_shows_peers_routes_tables_and_rejections() -> None:
     assert any(
         line.split()[:3] == ["vip-table-100", "203.0.113.11/32", "UnreachableNextHop"] for line in lines
     )
+
+
+def test_render_of_a_peer_held_idle_by_max_prefix_says_why_and_until_when() -> None:
+    held = {
+        "bgp_state": "Idle",
+        "last_transition_reason": "MaxPrefixes",
+        "last_notification_sent": "Cease/Maximum Number of Prefixes Reached",
+        "held_idle_reason": "MaxPrefixes",
+    }
+    peers = (
+        _peer("fw-a", "Idle", None, **held),
+        _peer("fw-b", "Idle", None, **{**held, "held_idle_until": NOW + 42}),
+        _peer("fw-c", "Idle", None, last_transition_reason="MaxPrefixes"),  # restarted, not held
+    )
+    data = json.loads(json.dumps(to_json(sample())))
+    data["route_servers"][0]["peers"] = [dataclasses.asdict(p) for p in peers]
+    lines = render(data, now=NOW).splitlines()
+    row = {line.split()[0]: line for line in lines if " Idle " in line}  # the peer table's rows
+    assert row["fw-a"].endswith("MaxPrefixes (held Idle, until the spec changes)")
+    assert row["fw-b"].endswith("MaxPrefixes (held Idle, restart in 42s)")
+    assert row["fw-c"].split()[-1] == "MaxPrefixes"
 
 
 def test_render_of_an_empty_agent() -> None:

@@ -109,6 +109,28 @@ def test_peer_settings_map_onto_the_speaker_peer_config() -> None:
     assert config.add_path_receive == (IPV4_UNICAST, IPV6_UNICAST)
 
 
+def test_max_prefix_actions_and_restart_interval_map_onto_the_speaker_limit() -> None:
+    state = translate(
+        [server()],
+        [
+            peer("warn", "10.0.0.2", maxPrefixes={"limit": 100, "action": "Warn"}),
+            peer("reject", "10.0.0.3", maxPrefixes={"limit": 100, "action": "Reject"}),
+            peer("hold", "10.0.0.4", maxPrefixes={"limit": 100}),
+            peer("restart", "10.0.0.5", maxPrefixes={"limit": 100, "restartAfterSeconds": 30}),
+        ],
+        [],
+        node=NODE,
+    )
+    assert state.problems == ()
+    limits = {p.name: p.config.max_prefix for p in state.route_servers[0].peers}
+    assert {name: (m.action, m.restart_after) for name, m in limits.items() if m is not None} == {
+        "warn": (MaxPrefixAction.WARN, None),
+        "reject": (MaxPrefixAction.REJECT, None),
+        "hold": (MaxPrefixAction.TEARDOWN, None),  # held Idle until the spec changes
+        "restart": (MaxPrefixAction.TEARDOWN, 30.0),
+    }
+
+
 @pytest.mark.parametrize(("peer_asn", "ttl"), [(65001, 1), (64512, 255)])
 def test_outgoing_ttl_defaults_to_one_for_ebgp_and_255_for_ibgp(peer_asn: int, ttl: int) -> None:
     state = translate([server()], [peer("fw", "10.0.0.2", peerASN=peer_asn)], [], node=NODE)

@@ -27,6 +27,7 @@ from tests.support.bgp_interop import (
     RS_ASN_2OCTET,
     RS_ROUTES,
     Topology,
+    assert_held_down,
     build_topology,
     check_refreshed_after_restart,
     daemons_with,
@@ -385,12 +386,12 @@ def test_wrong_peer_as_notification_is_reported_by_the_daemon_as_2_2_in_its_own_
     assert peer.session_state(us) != "Established"
 
 
-def test_max_prefix_exceeded_tears_down_with_cease_6_1_and_the_daemon_reports_it(
+def test_max_prefix_exceeded_tears_down_with_cease_6_1_the_daemon_reports_it_and_the_session_stays_idle(
     lab: Lab, daemon: PeerFactory
 ) -> None:
     topo = build_topology(lab, "ipv4")
     peer = daemon.start(topo, routes=many_routes(10))
-    rs = start_rs(topo, max_prefix=5, idle_hold_time=30)
+    rs = start_rs(topo, max_prefix=5)
     them, us = topo.peer_address(), topo.rs_address()
 
     limit = rs.wait_event(lambda e: e["type"] == "prefix_limit", timeout=15, what="max-prefix event")
@@ -410,6 +411,8 @@ def test_max_prefix_exceeded_tears_down_with_cease_6_1_and_the_daemon_reports_it
     assert (received[0].code, received[0].subcode) == (6, 1)
     assert {(n.code, n.subcode) for n in received[1:]} <= {(6, 5)}
     assert rs.received_routes() == {}
+    # Held Idle (RFC 4271 §8.1.1, automatic start off): no reconnect after the 0.5 s IdleHold.
+    assert_held_down(rs, them)
     assert rs.session_state(them) != "Established"
 
 

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.support.bgp_interop import assert_held_down
 from tests.support.daemons.base import Neighbor, Route
 from tests.support.daemons.krs import KrsNeighbor, KrsSpeaker
 from tests.support.netns import Host, Lab
@@ -197,13 +198,13 @@ def test_peer_down_tears_the_session_down_at_once_and_routes_vanish(lab: Lab) ->
     sa.wait_routes(["198.51.100.0/25"], timeout=10)
 
 
-def test_max_prefix_teardown_sends_cease_1(lab: Lab) -> None:
+def test_max_prefix_teardown_sends_cease_1_and_the_session_stays_idle(lab: Lab) -> None:
     a, b = _hosts(lab)
     sa = KrsSpeaker(
         a,
         asn=ASN_A,
         router_id="10.0.0.1",
-        neighbors=[KrsNeighbor("10.0.0.2", ASN_B, max_prefix=2, idle_hold_time=30)],
+        neighbors=[KrsNeighbor("10.0.0.2", ASN_B, max_prefix=2)],
     )
     routes = [Route(f"198.51.100.{i * 32}/27") for i in range(3)]
     sb = KrsSpeaker(
@@ -220,6 +221,7 @@ def test_max_prefix_teardown_sends_cease_1(lab: Lab) -> None:
     received = sb.peer_status("10.0.0.1")["last_notification_received"]
     assert received["name"] == "Cease/Maximum Number of Prefixes Reached"
     assert sa.received_routes() == {}
+    assert_held_down(sa, "10.0.0.2")  # B keeps connecting; A refuses it from Idle
 
 
 def test_hold_timer_expires_when_the_peer_process_is_frozen(lab: Lab) -> None:

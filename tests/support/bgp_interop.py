@@ -367,6 +367,19 @@ def wait_down(rs: KrsSpeaker, peer: str, *, since: int = 0, timeout: float = 15.
     raise AssertionError(f"session with {peer} did not go down within {timeout}s: {events[-10:]}")
 
 
+def assert_held_down(rs: KrsSpeaker, peer: str, seconds: float = 3.0) -> None:
+    """After a max-prefix teardown: for `seconds`, the session stays Idle with one establishment only,
+    held by MaxPrefixes (the IdleHold of these speakers is 0.5-2 s, so an automatic restart would show)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        status = rs.peer_status(peer)
+        assert status["state"] == "Idle" and status["established_count"] == 1, status
+        assert (status["held_idle_reason"], status["held_idle_until"]) == ("MaxPrefixes", None), status
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.2)
+
+
 def wait_end_of_rib(
     rs: KrsSpeaker, peer: str, families: Iterable[str], *, since: int = 0, timeout: float = 20.0
 ) -> dict[str, dict[str, Any]]:

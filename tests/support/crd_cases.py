@@ -183,6 +183,27 @@ GTSM_PEER = obj(
         "allowedPrefixes": [],
     },
 )
+# Teardown with a timed restart; Reject (the third max-prefix action) is FULL_PEER's neighbour.
+RESTART_PEER = obj(
+    "RouteServerPeer",
+    "restart-peer",
+    {
+        "routeServerRef": {"name": "full-server"},
+        "peerAddress": "198.51.100.21",
+        "peerASN": 65003,
+        "maxPrefixes": {"limit": 100, "action": "Teardown", "restartAfterSeconds": 300},
+    },
+)
+REJECT_PEER = obj(
+    "RouteServerPeer",
+    "reject-peer",
+    {
+        "routeServerRef": {"name": "full-server"},
+        "peerAddress": "198.51.100.22",
+        "peerASN": 65004,
+        "maxPrefixes": {"limit": 100, "action": "Reject"},
+    },
+)
 FULL_NODE_ASSOCIATION = obj(
     "RouteTableAssociation",
     "full-node-assoc",
@@ -233,6 +254,8 @@ VALID_OBJECTS = (
     FULL_SERVER,
     FULL_PEER,
     GTSM_PEER,
+    RESTART_PEER,
+    REJECT_PEER,
     FULL_NODE_ASSOCIATION,
     NAMED_TABLE_ASSOCIATION,
     FULL_AWS_ASSOCIATION,
@@ -566,6 +589,34 @@ INVALID: tuple[Invalid, ...] = (
     ),
     Invalid(
         "max-prefix-limit-zero", MIN_PEER, {"maxPrefixes": {"limit": 0}}, "spec.maxPrefixes.limit", f"{GE} 1"
+    ),
+    Invalid(
+        "max-prefix-restart-with-reject",
+        MIN_PEER,
+        {"maxPrefixes": {"action": "Reject", "restartAfterSeconds": 60}},
+        "spec.maxPrefixes.restartAfterSeconds",
+        "only applies to action Teardown",
+    ),
+    Invalid(
+        "max-prefix-restart-with-warn",
+        MIN_PEER,
+        {"maxPrefixes": {"action": "Warn", "restartAfterSeconds": 60}},
+        "spec.maxPrefixes.restartAfterSeconds",
+        "only applies to action Teardown",
+    ),
+    Invalid(
+        "max-prefix-restart-below-5",
+        MIN_PEER,
+        {"maxPrefixes": {"restartAfterSeconds": 4}},
+        "spec.maxPrefixes.restartAfterSeconds",
+        f"{GE} 5",
+    ),
+    Invalid(
+        "max-prefix-restart-above-a-day",
+        MIN_PEER,
+        {"maxPrefixes": {"restartAfterSeconds": 86401}},
+        "spec.maxPrefixes.restartAfterSeconds",
+        f"{LE} 86400",
     ),
     Invalid(
         "peer-prefix-le-33",

@@ -75,7 +75,8 @@ def _peer_config(n: dict[str, Any]) -> PeerConfig:
         allowed = ["0.0.0.0/0 le 32", "::/0 le 128"]
     max_prefix = None
     if n.get("max_prefix") is not None:
-        action = MaxPrefixAction.WARN if n.get("max_prefix_action") == "warn" else MaxPrefixAction.TEARDOWN
+        actions = {"warn": MaxPrefixAction.WARN, "reject": MaxPrefixAction.REJECT}
+        action = actions.get(n.get("max_prefix_action") or "", MaxPrefixAction.TEARDOWN)
         max_prefix = MaxPrefix(int(n["max_prefix"]), action)
     families = tuple(FAMILIES[f] for f in n.get("families", ["ipv4", "ipv6"]))
     return PeerConfig(

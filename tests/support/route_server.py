@@ -82,6 +82,7 @@ class PeerSpec:
     allowed: tuple[Allow, ...] | None = None  # None: inherit the route server's importPolicy
     max_prefixes: int | None = None
     max_prefix_action: str = "Teardown"
+    max_prefix_restart_after: int | None = None  # restartAfterSeconds (Teardown only)
     passive: bool = False
     graceful_restart: bool = False  # advertise GR (receiving speaker): FRR then sends End-of-RIB too
 
@@ -101,6 +102,8 @@ class PeerSpec:
             spec["allowedPrefixes"] = [a.document() for a in self.allowed]
         if self.max_prefixes is not None:
             spec["maxPrefixes"] = {"limit": self.max_prefixes, "action": self.max_prefix_action}
+            if self.max_prefix_restart_after is not None:
+                spec["maxPrefixes"]["restartAfterSeconds"] = self.max_prefix_restart_after
         return {
             "apiVersion": API_VERSION,
             "kind": "RouteServerPeer",

@@ -248,3 +248,88 @@ def test_established_connection_lost_then_late_events_for_it_are_ignored() -> No
     h.feed(1, b"\xff" * 19)
     h.lose(1)
     assert len(h.events) == events
+
+
+# -- held Idle: force_down with AllowAutomaticStart off (RFC 4271 §8.1.1) ------------------------
+
+
+def _held(restart_at: float | None = None) -> Harness:
+    h = Harness(make_config(idle_hold_time=1.0))
+    h.establish()
+    h.session.force_down(h.now, DownReason.MAX_PREFIXES, automatic_start=False, restart_at=restart_at)
+    h.pump()
+    return h
+
+
+def test_established_force_down_without_automatic_start_sends_cease_1_and_stays_idle_for_an_hour() -> None:
+    h = _held()
+    assert h.notifications_sent(1) == [Notification(6, 1)]
+    assert h.transitions()[-1] == (State.ESTABLISHED, State.IDLE, "MaxPrefixes")
+    assert (h.session.held, h.session.hold_until) == (DownReason.MAX_PREFIXES, None)
+    assert h.session.next_deadline() is None  # no IdleHold: nothing will start it
+    h.advance(3600)
+    assert h.connects == [0.0]
+    assert h.state() is State.IDLE
+
+
+def test_held_idle_refuses_the_peers_connection_with_cease_connection_rejected() -> None:
+    h = _held()
+    h.connect(2, outgoing=False)
+    assert h.notifications_sent(2) == [Notification(6, 5)]
+    assert h.closed == [1, 2]
+    assert h.state() is State.IDLE
+    assert h.session.held is DownReason.MAX_PREFIXES
+
+
+def test_held_idle_with_restart_time_starts_once_when_it_elapses() -> None:
+    h = _held(restart_at=30.0)
+    assert h.session.hold_until == 30.0
+    h.advance(29.9)
+    assert h.connects == [0.0]
+    h.advance(0.1)
+    assert h.state() is State.CONNECT
+    assert h.connects == [0.0, 30.0]
+    assert h.transitions()[-1] == (State.IDLE, State.CONNECT, "AutomaticStart")
+    assert h.session.held is None and h.session.hold_until is None
+
+
+def test_held_idle_is_released_at_once_by_manual_start() -> None:
+    h = _held(restart_at=30.0)
+    h.advance(5)
+    h.session.start(h.now)
+    h.pump()
+    assert h.state() is State.CONNECT
+    assert h.connects == [0.0, 5.0]
+    assert h.transitions()[-1] == (State.IDLE, State.CONNECT, "ManualStart")
+    assert h.session.held is None
+    h.advance(60)  # the old restart time is gone: no second start
+    assert h.connects[:2] == [0.0, 5.0] and 30.0 not in h.connects
+
+
+def test_held_idle_session_after_restart_drops_normally_with_idle_hold() -> None:
+    h = _held(restart_at=10.0)
+    h.advance(10)
+    h.connect(3)
+    h.feed(3, peer_open())
+    h.lose(3)
+    assert h.session.held is None
+    assert h.session.next_deadline() is not None  # an ordinary drop: IdleHold restarts it
+
+
+def test_held_idle_stop_clears_the_hold() -> None:
+    h = _held(restart_at=10.0)
+    h.session.stop(h.now)
+    h.pump()
+    assert h.session.held is None and h.session.next_deadline() is None
+    h.advance(60)
+    assert h.connects == [0.0]
+
+
+def test_connect_force_down_without_automatic_start_goes_idle_and_stays() -> None:
+    h = Harness().start()
+    h.session.force_down(h.now, DownReason.MAX_PREFIXES, automatic_start=False)
+    h.pump()
+    assert h.state() is State.IDLE
+    assert h.session.held is DownReason.MAX_PREFIXES
+    h.advance(600)
+    assert h.connects == [0.0]

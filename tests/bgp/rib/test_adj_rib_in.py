@@ -181,6 +181,67 @@ def test_max_prefix_teardown_threshold_warning_comes_first() -> None:
     assert rib.announce(IPV4_UNICAST, V4[4:5], GOOD).max_prefix is MaxPrefixEvent.TEARDOWN
 
 
+def test_max_prefix_reject_accepts_up_to_the_limit_and_refuses_the_rest_without_storing_them() -> None:
+    rib = AdjRibIn(PEER, ALLOW_ALL, MaxPrefix(100, MaxPrefixAction.REJECT))
+    result = rib.announce(IPV4_UNICAST, V4[:150], GOOD)
+    assert result.max_prefix is MaxPrefixEvent.REJECTED
+    assert announced(result.changes) == V4[:100]
+    assert (result.accepted, result.rejected, len(rib)) == (100, 50, 100)
+    assert rib.counters.rejected == {RejectReason.MAX_PREFIX: 50}
+    assert rib.get(V4[120]) is None and rib.refused_since_clear == 50
+    assert {r.reason for r in rib.recent_rejections} == {RejectReason.MAX_PREFIX}
+
+
+def test_max_prefix_reject_at_the_limit_still_takes_replacements_and_reports_once() -> None:
+    rib = AdjRibIn(PEER, ALLOW_ALL, MaxPrefix(5, MaxPrefixAction.REJECT, warn_threshold_percent=100))
+    assert rib.announce(IPV4_UNICAST, V4[:5], GOOD).max_prefix is MaxPrefixEvent.THRESHOLD
+    assert rib.announce(IPV4_UNICAST, V4[5:6], GOOD).max_prefix is MaxPrefixEvent.REJECTED
+    again = rib.announce(IPV4_UNICAST, V4[6:9], GOOD)
+    assert (again.max_prefix, again.rejected, len(rib)) == (None, 3, 5)  # reported once per crossing
+    replaced = rib.announce(IPV4_UNICAST, V4[:5], OTHER)
+    assert (replaced.max_prefix, replaced.rejected, announced(replaced.changes)) == (None, 0, V4[:5])
+
+
+def test_max_prefix_reject_withdrawal_frees_room_for_the_next_new_announcement() -> None:
+    rib = AdjRibIn(PEER, ALLOW_ALL, MaxPrefix(5, MaxPrefixAction.REJECT, warn_threshold_percent=100))
+    rib.announce(IPV4_UNICAST, V4[:8], GOOD)  # 5 held, 3 refused and forgotten
+    assert withdrawn(rib.withdraw(IPV4_UNICAST, V4[:2]).changes) == V4[:2]
+    assert len(rib) == 3  # the refused ones do not move in by themselves (like BIRD's `block`)
+    later = rib.announce(IPV4_UNICAST, V4[5:9], GOOD)  # the peer re-announces 4 of them
+    assert announced(later.changes) == V4[5:7]
+    assert (later.rejected, later.max_prefix, len(rib)) == (2, MaxPrefixEvent.REJECTED, 5)  # re-armed
+
+
+def test_lowered_reject_limit_withdraws_the_newest_paths_as_max_prefix_rejections() -> None:
+    rib = AdjRibIn(PEER, ALLOW_ALL, MaxPrefix(10, MaxPrefixAction.REJECT))
+    rib.announce(IPV4_UNICAST, V4[:10], GOOD)
+    result = rib.set_max_prefix(MaxPrefix(6, MaxPrefixAction.REJECT))
+    assert sorted(withdrawn(result.changes)) == V4[6:10]
+    assert (result.rejected, result.max_prefix, len(rib)) == (4, MaxPrefixEvent.REJECTED, 6)
+    assert rib.counters.rejected == {RejectReason.MAX_PREFIX: 4}
+    assert rib.get(V4[5]) is not None and rib.get(V4[6]) is None
+    assert rib.announce(IPV4_UNICAST, V4[20:21], GOOD).rejected == 1  # the new limit holds
+
+
+def test_lowered_limit_reports_teardown_or_exceeded_per_action_and_raised_one_rearms() -> None:
+    rib = AdjRibIn(PEER, ALLOW_ALL, MaxPrefix(10, MaxPrefixAction.TEARDOWN))
+    rib.announce(IPV4_UNICAST, V4[:8], GOOD)
+    assert rib.set_max_prefix(MaxPrefix(7)).max_prefix is MaxPrefixEvent.TEARDOWN
+    assert len(rib) == 8  # the caller closes the session, which clears the table
+    assert rib.set_max_prefix(MaxPrefix(7, MaxPrefixAction.WARN)).max_prefix is MaxPrefixEvent.EXCEEDED
+    assert rib.set_max_prefix(MaxPrefix(100, MaxPrefixAction.WARN, 5)).max_prefix is MaxPrefixEvent.THRESHOLD
+    assert rib.set_max_prefix(None).max_prefix is None
+    assert rib.announce(IPV4_UNICAST, V4[8:200], GOOD).rejected == 0
+
+
+def test_clear_forgets_refused_paths() -> None:
+    rib = AdjRibIn(PEER, ALLOW_ALL, MaxPrefix(1, MaxPrefixAction.REJECT))
+    rib.announce(IPV4_UNICAST, V4[:3], GOOD)
+    assert rib.refused_since_clear == 2
+    rib.clear()
+    assert rib.refused_since_clear == 0
+
+
 def test_max_prefix_counts_accepted_paths_only() -> None:
     rib = AdjRibIn(PEER, ONLY_203, MaxPrefix(2))
     result = rib.announce(IPV4_UNICAST, [key(f"198.51.100.{n}/32") for n in range(50)] + V4[:2], GOOD)

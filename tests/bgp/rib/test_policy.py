@@ -326,3 +326,9 @@ def test_max_prefix_threshold_and_validation() -> None:
         MaxPrefix(-1)
     with pytest.raises(ValueError, match="warn_threshold_percent"):
         MaxPrefix(10, warn_threshold_percent=0)
+    with pytest.raises(ValueError, match="TEARDOWN"):
+        MaxPrefix(10, MaxPrefixAction.REJECT, restart_after=60)
+    with pytest.raises(ValueError, match="positive"):
+        MaxPrefix(10, restart_after=0)
+    assert MaxPrefix(10, restart_after=5).restart_after == 5
+    assert [MaxPrefix(10, a).capacity for a in MaxPrefixAction] == [None, 10, 10]
