@@ -1,5 +1,9 @@
 """Route selection into the FIB, and persist-routes, per RouteServer. Pure: `now` comes in.
 
+Owns: `select_next_hops`, `Fib` and `PersistState`. Its settings (`SelectionMode`, `PersistConfig`)
+and route types are controller/desired.py's (importable from here too). May not touch: I/O, asyncio,
+the clock, writers or the runtime; the runtime drives it and hands its changes to the writers.
+
 The Loc-RIB has already run the BGP decision process across every peer of the route server; the
 FIB turns its per-prefix result into next hops for the writers:
 
@@ -27,14 +31,15 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
-from controller.writers.base import Address, FibEntry, Prefix
-
-
-class SelectionMode(enum.Enum):
-    ACTIVE_PASSIVE = "ActivePassive"
-    ECMP = "ECMP"
+from controller.desired import (
+    DEFAULT_GRACE_SECONDS,
+    Address,
+    FibEntry,
+    PersistConfig,
+    Prefix,
+    SelectionMode,
+)
 
 
 def select_next_hops(
@@ -53,21 +58,6 @@ class PersistState(enum.Enum):
     LIVE = "Live"  # at least one session up, nothing persisted
     HOLDING = "Holding"  # every session down: the last FIB is held
     RECOVERING = "Recovering"  # sessions back: persisted entries kept until the window ends
-
-
-# Sessions that one failure takes down are detected within about one BFD detection time of each other
-# (each expires on its own last received packet); the default BFD 300 ms x 3 detects in 0.9 s. Two
-# seconds covers that with room for a busy event loop, yet a prefix that lost its only appliance
-# lingers in the tables for at most two seconds before a covering route can take over. The runtime
-# raises it for slower BFD timers (controller/runtime.py, `persist_config`).
-DEFAULT_GRACE_SECONDS = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class PersistConfig:
-    enabled: bool = False
-    duration_seconds: int = 120
-    grace_seconds: float = DEFAULT_GRACE_SECONDS  # hold a session's last paths this long (see above)
 
 
 class Fib:
@@ -221,3 +211,13 @@ class Fib:
 
     def _effective(self, prefix: Prefix) -> tuple[Address, ...]:
         return self._live.get(prefix) or self._persisted.get(prefix) or ()
+
+
+__all__ = [
+    "DEFAULT_GRACE_SECONDS",
+    "Fib",
+    "PersistConfig",
+    "PersistState",
+    "SelectionMode",
+    "select_next_hops",
+]

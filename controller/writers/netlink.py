@@ -42,8 +42,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
 
+from controller.desired import Address, FibEntry, Prefix
 from controller.writers import rtnl
-from controller.writers.base import Address, FibEntry, Prefix, Rejection, RejectReason, WriteReport
+from controller.writers.base import Rejection, RejectReason, WriteReport
 from controller.writers.rtnl import Batch, NetlinkChannel, NextHop, Op, SendResult, canonical
 
 log = logging.getLogger(__name__)
