@@ -23,24 +23,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import concurrent.futures
 import contextlib
 import functools
 import logging
 import signal
-import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, ip_address
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
-from pyroute2 import IPRoute
 
 from bfd.service import BfdService
-from bgp.types import IPAddress
 from controller import logs
 from controller.admin import admin_server, parse_address
 from controller.models.resources import (
@@ -50,15 +46,15 @@ from controller.models.resources import (
     RouteTableAssociation,
     parse_resource,
 )
-from controller.runtime import RESYNC_INTERVAL, Runtime, node_writer_factory
+from controller.node import DEFAULT_NAMESPACE, node_context
+from controller.runtime import RESYNC_INTERVAL, Runtime
 from controller.translate import DesiredState, NodeContext, Problem, SecretKey, translate
-from controller.writers.netlink import DEFAULT_PROTOCOL
+from controller.writers.factory import DEFAULT_PROTOCOL, node_writer_factory
 
 log = logging.getLogger(__name__)
 
 KINDS = ("RouteServer", "RouteServerPeer", "RouteTableAssociation", "Secret")
 SUFFIXES = (".yaml", ".yml")
-DEFAULT_NAMESPACE = "default"
 WATCH_INTERVAL = 2.0
 
 
@@ -241,54 +237,6 @@ def desired_state(config: Config, node: NodeContext) -> DesiredState:
     if desired.problems:
         raise ConfigError([config.describe(p) for p in desired.problems])
     return desired
-
-
-# -- the node ------------------------------------------------------------------------------------
-
-
-def host_addresses() -> list[IPAddress]:
-    """Every address configured in this network namespace (lo included).
-
-    Asked on a thread of its own: pyroute2's synchronous IPRoute runs an event loop internally and
-    cannot be used from a thread whose loop is already running.
-    """
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="addresses") as pool:
-        return pool.submit(_read_addresses).result()
-
-
-def _read_addresses() -> list[IPAddress]:
-    found: list[IPAddress] = []
-    with contextlib.suppress(OSError), IPRoute() as ipr:
-        for message in ipr.get_addr():
-            value = message.get_attr("IFA_ADDRESS") or message.get_attr("IFA_LOCAL")
-            if value:
-                with contextlib.suppress(ValueError):
-                    found.append(ip_address(str(value).split("%")[0]))
-    return found
-
-
-def pick_router_id(addresses: Iterable[IPAddress]) -> IPv4Address | None:
-    """The first global-looking IPv4 address (lowest), or loopback's when nothing else exists."""
-    v4 = sorted(a for a in addresses if isinstance(a, IPv4Address) and not a.is_unspecified)
-    usable = [a for a in v4 if not a.is_loopback and not a.is_link_local]
-    chosen = usable or v4
-    return chosen[0] if chosen else None
-
-
-def node_context(
-    name: str | None = None,
-    labels: Mapping[str, str] | None = None,
-    router_id: IPv4Address | None = None,
-    namespace: str = DEFAULT_NAMESPACE,
-) -> NodeContext:
-    addresses = host_addresses()
-    return NodeContext.of(
-        name or socket.gethostname(),
-        labels or {},
-        router_id or pick_router_id(addresses),
-        addresses,
-        namespace,
-    )
 
 
 # -- running -------------------------------------------------------------------------------------

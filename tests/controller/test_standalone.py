@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import textwrap
-from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 
 import pytest
 
 from controller.runtime import Runtime
-from controller.standalone import ConfigError, RunOptions, Standalone, fingerprint, load, pick_router_id
+from controller.standalone import ConfigError, RunOptions, Standalone, fingerprint, load
 from tests.controller.fakes import SpeakerFactory, WriterFactory
 from tests.controller.test_cli import PEER, SERVER
 
@@ -80,18 +79,6 @@ def test_fingerprint_changes_with_content_and_listing(tmp_path: Path) -> None:
     assert second != first
     write(tmp_path / "b.yaml", PEER.format(name="fw", address="10.0.0.2"))
     assert fingerprint([str(tmp_path)], False) != second
-
-
-def test_router_id_prefers_a_non_loopback_ipv4_address() -> None:
-    addresses = [
-        ip_address("127.0.0.1"),
-        ip_address("2001:db8::1"),
-        ip_address("10.0.0.9"),
-        ip_address("10.0.0.2"),
-    ]
-    assert pick_router_id(addresses) == IPv4Address("10.0.0.2")
-    assert pick_router_id([ip_address("127.0.0.1")]) == IPv4Address("127.0.0.1")
-    assert pick_router_id([ip_address("::1")]) is None
 
 
 async def test_reload_applies_good_configuration_and_refuses_bad(tmp_path: Path) -> None:
