@@ -84,8 +84,15 @@ class Fib:
     def state(self) -> PersistState:
         return self._state
 
-    def entries(self) -> dict[Prefix, tuple[Address, ...]]:
-        """The effective FIB: live entries, and persisted ones where no live entry exists."""
+    def entries(self) -> Mapping[Prefix, tuple[Address, ...]]:
+        """The effective FIB: live entries, and persisted ones where no live entry exists.
+
+        Read it, do not keep it: while nothing is persisted this is the live table itself, not a
+        copy (status scrapes, table resyncs and views read it, and a copy per call was one more FIB
+        per table per read); otherwise a merged copy.
+        """
+        if not self._persisted:
+            return self._live
         merged = dict(self._persisted)
         merged.update(self._live)
         return merged
@@ -116,30 +123,35 @@ class Fib:
         self,
         items: Iterable[tuple[Prefix, tuple[Address, ...]]],
         session_down_at: float | None = None,
+        before: dict[Prefix, tuple[Address, ...]] | None = None,
     ) -> dict[Prefix, FibEntry | None]:
         """Set live next hops; `session_down_at`: these paths left with a session that went down then.
 
         Persist grace (module docstring): prefixes losing their last path that way are held.
+        `before`, if given, receives the previous next hops of each changed prefix that had any (what
+        the tables held: the failover report needs them, and the FIB has them already).
         """
         changes: dict[Prefix, FibEntry | None] = {}
         graced: list[Prefix] = []
         for prefix, hops in items:
-            before = self._effective(prefix)
+            previous = self._effective(prefix)
             if hops:
                 self._live[prefix] = hops
                 self._persisted.pop(prefix, None)  # re-advertised: the live path wins from now on
             else:
                 lost = self._live.pop(prefix, None)
-                if self._state is PersistState.HOLDING and before:
+                if self._state is PersistState.HOLDING and previous:
                     # The path went away because its session went down: hold it.
-                    self._persisted[prefix] = before
+                    self._persisted[prefix] = previous
                 elif lost and session_down_at is not None and self.persist.enabled:
                     # Persist grace hook: its session went down; hold it (see _hold_for_grace).
                     self._persisted[prefix] = lost
                     graced.append(prefix)
             after = self._effective(prefix)
-            if after != before:
+            if after != previous:
                 changes[prefix] = FibEntry(prefix, after) if after else None
+                if before is not None and previous:
+                    before[prefix] = previous
         if graced:
             self._hold_for_grace(graced, session_down_at or 0.0)
         return changes
