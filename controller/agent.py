@@ -50,7 +50,10 @@ from controller.writers.factory import DEFAULT_PROTOCOL, node_writer_factory
 
 log = logging.getLogger(__name__)
 
-REAPPLY_INTERVAL = 60.0  # the latest desired state is applied again this often (level-triggered)
+# The latest desired state is applied again this often (level-triggered). The runtime's route servers
+# converge on their own every few seconds; this pass is the backstop that depends on no runtime loop
+# and no event, so it can be slow. (Each pass counts as an applied configuration generation.)
+REAPPLY_INTERVAL = 300.0
 RETRY_MIN = 1.0  # a failed apply is retried after this, doubling ...
 RETRY_MAX = 30.0  # ... up to this
 STATUS_INTERVAL = 10.0  # status sinks are called this often, and after every apply
