@@ -646,13 +646,18 @@ class RouteServerRuntime:
 
     # -- persist-routes -----------------------------------------------------------------------------
 
+    def _rearm(
+        self, timer: asyncio.TimerHandle | None, deadline: float | None, callback: Callable[[], None]
+    ) -> asyncio.TimerHandle | None:
+        """One loop timer per pure core, at its `next_deadline()` (None: no timer)."""
+        if timer is not None:
+            timer.cancel()
+        return self.loop.call_at(deadline, callback) if deadline is not None else None
+
     def _arm_persist_timer(self) -> None:
-        if self._persist_timer is not None:
-            self._persist_timer.cancel()
-            self._persist_timer = None
-        deadline = self.fib.next_deadline()
-        if deadline is not None:
-            self._persist_timer = self.loop.call_at(deadline, self._persist_expired)
+        self._persist_timer = self._rearm(
+            self._persist_timer, self.fib.next_deadline(), self._persist_expired
+        )
         self._note_persist_state()
 
     def _persist_expired(self) -> None:
@@ -676,12 +681,9 @@ class RouteServerRuntime:
     # -- restart deferral (controller/runtime/deferral.py decides; this carries it out) ---------------
 
     def _arm_deferral_timer(self) -> None:
-        if self._deferral_timer is not None:
-            self._deferral_timer.cancel()
-            self._deferral_timer = None
-        deadline = self._deferral.next_deadline()
-        if deadline is not None:
-            self._deferral_timer = self.loop.call_at(deadline, self._deferral_timer_fired)
+        self._deferral_timer = self._rearm(
+            self._deferral_timer, self._deferral.next_deadline(), self._deferral_timer_fired
+        )
 
     def _deferral_timer_fired(self) -> None:
         self._deferral_timer = None
