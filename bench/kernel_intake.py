@@ -273,7 +273,7 @@ def _prefixes(count: int) -> list[IPv4Network]:
 
 
 async def _floor(count: int) -> dict[str, Any]:
-    from controller.writers.base import FibEntry, Prefix
+    from controller.desired import FibEntry, Prefix
     from controller.writers.netlink import NodeTableWriter
 
     gateway = IPv4Address(FEEDER_ADDRESS)

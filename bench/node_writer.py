@@ -50,8 +50,9 @@ if __package__ in (None, ""):  # run as a script: make `bench`, `controller` and
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO_ROOT, machine, markdown_table, median, write_results
+from controller.desired import FibEntry, Prefix
 from controller.writers import rtnl
-from controller.writers.base import FibEntry, Prefix, WriteReport
+from controller.writers.base import WriteReport
 from controller.writers.netlink import DEFAULT_PROTOCOL, NodeTableWriter
 
 TABLE = 100

@@ -4,6 +4,9 @@ A deliberately tiny HTTP/1.1 server on asyncio streams (no web framework is a de
 HEAD only, request head bounded in size and time, one response per connection (`Connection:
 close`). It runs on the agent's own loop, so a handler reads the runtime's state without locks; the
 default address is loopback because the status includes peer addresses and rejected prefixes.
+
+Owns: the HTTP server and its three endpoints. May not touch: the runtime's state (it only reads
+the snapshot callables it is given); the agent (controller/agent.py) starts and closes it.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Each returns a parser that turns text into a checked value or raises ArgumentTypeError with a message
 naming the option, so every command refuses bad input the same way.
+
+Owns: those parsers. May not touch: anything but argparse and ipaddress.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@
 
 Exit codes: 0 success, 1 runtime failure (a port cannot be bound, the agent cannot be reached),
 2 invalid configuration or arguments.
+
+Owns: argument parsing and dispatch (`run`/`validate` to controller/standalone.py, `status` over
+HTTP, the lab subcommands it registers). May not touch: the runtime or the agent directly; lab
+tooling only through its registered subcommands.
 """
 
 from __future__ import annotations

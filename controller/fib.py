@@ -1,5 +1,9 @@
 """Route selection into the FIB, and persist-routes, per RouteServer. Pure: `now` comes in.
 
+Owns: `select_next_hops`, `Fib` and `PersistState`. Its settings (`SelectionMode`, `PersistConfig`)
+and route types are controller/desired.py's (importable from here too). May not touch: I/O, asyncio,
+the clock, writers or the runtime; the runtime drives it and hands its changes to the writers.
+
 The Loc-RIB has already run the BGP decision process across every peer of the route server; the
 FIB turns its per-prefix result into next hops for the writers:
 
@@ -27,14 +31,15 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
-from controller.writers.base import Address, FibEntry, Prefix
-
-
-class SelectionMode(enum.Enum):
-    ACTIVE_PASSIVE = "ActivePassive"
-    ECMP = "ECMP"
+from controller.desired import (
+    DEFAULT_GRACE_SECONDS,
+    Address,
+    FibEntry,
+    PersistConfig,
+    Prefix,
+    SelectionMode,
+)
 
 
 def select_next_hops(
@@ -53,21 +58,6 @@ class PersistState(enum.Enum):
     LIVE = "Live"  # at least one session up, nothing persisted
     HOLDING = "Holding"  # every session down: the last FIB is held
     RECOVERING = "Recovering"  # sessions back: persisted entries kept until the window ends
-
-
-# Sessions that one failure takes down are detected within about one BFD detection time of each other
-# (each expires on its own last received packet); the default BFD 300 ms x 3 detects in 0.9 s. Two
-# seconds covers that with room for a busy event loop, yet a prefix that lost its only appliance
-# lingers in the tables for at most two seconds before a covering route can take over. The runtime
-# raises it for slower BFD timers (controller/runtime.py, `persist_config`).
-DEFAULT_GRACE_SECONDS = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class PersistConfig:
-    enabled: bool = False
-    duration_seconds: int = 120
-    grace_seconds: float = DEFAULT_GRACE_SECONDS  # hold a session's last paths this long (see above)
 
 
 class Fib:
@@ -94,8 +84,15 @@ class Fib:
     def state(self) -> PersistState:
         return self._state
 
-    def entries(self) -> dict[Prefix, tuple[Address, ...]]:
-        """The effective FIB: live entries, and persisted ones where no live entry exists."""
+    def entries(self) -> Mapping[Prefix, tuple[Address, ...]]:
+        """The effective FIB: live entries, and persisted ones where no live entry exists.
+
+        Read it, do not keep it: while nothing is persisted this is the live table itself, not a
+        copy (status scrapes, table resyncs and views read it, and a copy per call was one more FIB
+        per table per read); otherwise a merged copy.
+        """
+        if not self._persisted:
+            return self._live
         merged = dict(self._persisted)
         merged.update(self._live)
         return merged
@@ -126,30 +123,35 @@ class Fib:
         self,
         items: Iterable[tuple[Prefix, tuple[Address, ...]]],
         session_down_at: float | None = None,
+        before: dict[Prefix, tuple[Address, ...]] | None = None,
     ) -> dict[Prefix, FibEntry | None]:
         """Set live next hops; `session_down_at`: these paths left with a session that went down then.
 
         Persist grace (module docstring): prefixes losing their last path that way are held.
+        `before`, if given, receives the previous next hops of each changed prefix that had any (what
+        the tables held: the failover report needs them, and the FIB has them already).
         """
         changes: dict[Prefix, FibEntry | None] = {}
         graced: list[Prefix] = []
         for prefix, hops in items:
-            before = self._effective(prefix)
+            previous = self._effective(prefix)
             if hops:
                 self._live[prefix] = hops
                 self._persisted.pop(prefix, None)  # re-advertised: the live path wins from now on
             else:
                 lost = self._live.pop(prefix, None)
-                if self._state is PersistState.HOLDING and before:
+                if self._state is PersistState.HOLDING and previous:
                     # The path went away because its session went down: hold it.
-                    self._persisted[prefix] = before
+                    self._persisted[prefix] = previous
                 elif lost and session_down_at is not None and self.persist.enabled:
                     # Persist grace hook: its session went down; hold it (see _hold_for_grace).
                     self._persisted[prefix] = lost
                     graced.append(prefix)
             after = self._effective(prefix)
-            if after != before:
+            if after != previous:
                 changes[prefix] = FibEntry(prefix, after) if after else None
+                if before is not None and previous:
+                    before[prefix] = previous
         if graced:
             self._hold_for_grace(graced, session_down_at or 0.0)
         return changes
@@ -221,3 +223,13 @@ class Fib:
 
     def _effective(self, prefix: Prefix) -> tuple[Address, ...]:
         return self._live.get(prefix) or self._persisted.get(prefix) or ()
+
+
+__all__ = [
+    "DEFAULT_GRACE_SECONDS",
+    "Fib",
+    "PersistConfig",
+    "PersistState",
+    "SelectionMode",
+    "select_next_hops",
+]

@@ -4,6 +4,9 @@ Every state change a user cares about (session up/down, BFD down, failover, reje
 max-prefix) is logged through `event()` with a stable event name and bounded field names, so log
 pipelines can filter on them like on metric labels; everything else stays at DEBUG. (The module is
 `logs`, not `logging`, so it never shadows the standard library.)
+
+Owns: the line format (text and JSON) and `event()`. The runtime's events reach it through
+controller/events.py's `LogSink`. Must not touch: metrics or state; it only formats and logs.
 """
 
 from __future__ import annotations

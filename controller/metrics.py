@@ -11,6 +11,10 @@ Two kinds:
 Labels are bounded: `route_server`, `peer` and `table` are configured object names; `state`,
 `reason` and `event` are enum values (bgp.fsm.events.State/TransitionReason, bfd.codec.State,
 bgp.rib.policy.RejectReason, controller.writers.base.RejectReason, ...). Prefixes never become labels.
+
+Owns: the metric objects, their names and labels, and the state collector. Event counters are
+incremented by controller/events.py's `MetricsSink` only (one call site per event in the runtime).
+Must not touch: runtime state (the collector reads the `AgentStatus` snapshot it is handed).
 """
 
 from __future__ import annotations

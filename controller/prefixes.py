@@ -7,7 +7,12 @@ single cost of a 100k-prefix intake. These subclasses store the hash at construc
 to, and hash like, the plain ipaddress networks, so both kinds mix freely in one dict.
 
 `prefix_from_key` also skips the string-oriented parsing of the ipaddress constructor: a Loc-RIB key
-is already an (address, length) pair without host bits, so only the fields are set.
+is already an (address, length) pair without host bits, so only the fields are set. The network keeps
+that key (`key_of`), so a table's prefix filter (bgp.rib.policy, which works on keys) reads it back
+instead of converting the network to a key again: one representation change on the way to the
+kernel, none on the way back.
+
+Owns: `HashedIPv4Network`, `HashedIPv6Network`, `prefix_from_key`, `key_of`. Must not touch: anything.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-from bgp.types import PrefixKey, key_is_ipv6
+from bgp.types import PrefixKey, key_is_ipv6, prefix_key
 from controller.writers.base import Prefix
 
 _ADDRESS_BITS_V6 = (1 << 128) - 1  # a key is (address << 8 | length), IPv6 keys with a flag bit above
@@ -24,11 +29,12 @@ _ADDRESS_BITS_V6 = (1 << 128) - 1  # a key is (address << 8 | length), IPv6 keys
 class HashedIPv4Network(IPv4Network):
     """An IPv4Network with its hash kept (every constructor path, including ipaddress's own, sets it)."""
 
-    __slots__ = ("_hash",)
+    __slots__ = ("_hash", "_key")
 
     def __init__(self, address: object, strict: bool = True) -> None:
         super().__init__(address, strict)
         self._hash = hash(int(self.network_address) ^ int(self.netmask))
+        self._key = prefix_key(self)
 
     def __hash__(self) -> int:
         return self._hash
@@ -48,11 +54,12 @@ class HashedIPv4Network(IPv4Network):
 class HashedIPv6Network(IPv6Network):
     """An IPv6Network with its hash kept."""
 
-    __slots__ = ("_hash",)
+    __slots__ = ("_hash", "_key")
 
     def __init__(self, address: object, strict: bool = True) -> None:
         super().__init__(address, strict)
         self._hash = hash(int(self.network_address) ^ int(self.netmask))
+        self._key = prefix_key(self)
 
     def __hash__(self) -> int:
         return self._hash
@@ -89,4 +96,14 @@ def prefix_from_key(key: PrefixKey) -> Prefix:
         net.network_address = IPv4Address(address)
         net.netmask, net._prefixlen = _NETMASK_V4(length)  # type: ignore[attr-defined]
     net._hash = hash(address ^ int(net.netmask))
+    net._key = key
     return net
+
+
+def key_of(prefix: Prefix) -> PrefixKey:
+    """The Loc-RIB key of a prefix: kept by `prefix_from_key`, computed for plain networks."""
+    try:
+        key: PrefixKey = prefix._key  # type: ignore[union-attr]
+        return key
+    except AttributeError:
+        return prefix_key(prefix)

@@ -1,5 +1,11 @@
 """Standalone mode: `routeserver run -f PATH`, the agent fed from YAML files instead of the API server.
 
+Owns: the file source -- loading and validating the YAML files (`load`, `desired_state`,
+`validate`, every error message naming file, document and field), watching them, and `FileSource`,
+the agent `Source` that submits their desired state to controller/agent.py; and `run()`, the
+`routeserver run` entry point. May not touch: the runtime, the BFD service, the admin server or
+signals (the agent hosts those), Kubernetes (there is none here).
+
 The files hold the same documents as the cluster (RouteServer, RouteServerPeer,
 RouteTableAssociation; crds/ is the schema) plus `kind: Secret` documents (v1, `stringData` or
 base64 `data`) for TCP-MD5 and BFD keys. A path is a file or a directory of *.yaml/*.yml files
@@ -10,12 +16,13 @@ Secret).
 
 Reload: SIGHUP, or a change of any file's mtime/size (or a directory's listing) seen by polling,
 loads and validates everything again. A configuration that fails is refused as a whole and the
-running one stays (the refusal is logged and shown in `/status`); a good one is applied by the
-runtime's reconcile, so sessions whose settings did not change are not touched.
+running one stays (the refusal is logged and shown in `/status`); a good one is submitted to the
+agent and applied by the runtime's reconcile, so sessions whose settings did not change are not
+touched.
 
 Stop: SIGTERM or SIGINT. Route servers with persistRoutes enabled leave their routes in the tables
 (a restart adopts them for the persist window); the others withdraw them; then every BGP session is
-closed with Cease/Administrative Shutdown (see controller/runtime.py).
+closed with Cease/Administrative Shutdown (see controller/runtime).
 """
 
 from __future__ import annotations
@@ -23,26 +30,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import concurrent.futures
 import contextlib
-import functools
 import logging
-import signal
-import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, ip_address
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
-from pyroute2 import IPRoute
 
-from bfd.service import BfdService
-from bgp.types import IPAddress
 from controller import logs
-from controller.admin import admin_server, parse_address
+from controller.agent import REAPPLY_INTERVAL, Agent, AgentOptions, ApplyError
+from controller.desired import DesiredState, NodeContext, Problem, SecretKey
 from controller.models.resources import (
     RouteServer,
     RouteServerPeer,
@@ -50,15 +51,15 @@ from controller.models.resources import (
     RouteTableAssociation,
     parse_resource,
 )
-from controller.runtime import RESYNC_INTERVAL, Runtime, node_writer_factory
-from controller.translate import DesiredState, NodeContext, Problem, SecretKey, translate
-from controller.writers.netlink import DEFAULT_PROTOCOL
+from controller.node import DEFAULT_NAMESPACE, node_context
+from controller.runtime import RESYNC_INTERVAL
+from controller.translate import translate
+from controller.writers.factory import DEFAULT_PROTOCOL
 
 log = logging.getLogger(__name__)
 
 KINDS = ("RouteServer", "RouteServerPeer", "RouteTableAssociation", "Secret")
 SUFFIXES = (".yaml", ".yml")
-DEFAULT_NAMESPACE = "default"
 WATCH_INTERVAL = 2.0
 
 
@@ -243,54 +244,6 @@ def desired_state(config: Config, node: NodeContext) -> DesiredState:
     return desired
 
 
-# -- the node ------------------------------------------------------------------------------------
-
-
-def host_addresses() -> list[IPAddress]:
-    """Every address configured in this network namespace (lo included).
-
-    Asked on a thread of its own: pyroute2's synchronous IPRoute runs an event loop internally and
-    cannot be used from a thread whose loop is already running.
-    """
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="addresses") as pool:
-        return pool.submit(_read_addresses).result()
-
-
-def _read_addresses() -> list[IPAddress]:
-    found: list[IPAddress] = []
-    with contextlib.suppress(OSError), IPRoute() as ipr:
-        for message in ipr.get_addr():
-            value = message.get_attr("IFA_ADDRESS") or message.get_attr("IFA_LOCAL")
-            if value:
-                with contextlib.suppress(ValueError):
-                    found.append(ip_address(str(value).split("%")[0]))
-    return found
-
-
-def pick_router_id(addresses: Iterable[IPAddress]) -> IPv4Address | None:
-    """The first global-looking IPv4 address (lowest), or loopback's when nothing else exists."""
-    v4 = sorted(a for a in addresses if isinstance(a, IPv4Address) and not a.is_unspecified)
-    usable = [a for a in v4 if not a.is_loopback and not a.is_link_local]
-    chosen = usable or v4
-    return chosen[0] if chosen else None
-
-
-def node_context(
-    name: str | None = None,
-    labels: Mapping[str, str] | None = None,
-    router_id: IPv4Address | None = None,
-    namespace: str = DEFAULT_NAMESPACE,
-) -> NodeContext:
-    addresses = host_addresses()
-    return NodeContext.of(
-        name or socket.gethostname(),
-        labels or {},
-        router_id or pick_router_id(addresses),
-        addresses,
-        namespace,
-    )
-
-
 # -- running -------------------------------------------------------------------------------------
 
 
@@ -305,9 +258,21 @@ class RunOptions:
     namespace: str = DEFAULT_NAMESPACE
     watch_interval: float = WATCH_INTERVAL  # 0: reload on SIGHUP only
     resync_interval: float = RESYNC_INTERVAL
+    reapply_interval: float = REAPPLY_INTERVAL
     bfd: bool = True
     version: str = ""
     route_protocol: int = DEFAULT_PROTOCOL
+
+    def agent_options(self, node_name: str) -> AgentOptions:
+        return AgentOptions(
+            admin_address=self.admin_address,
+            bfd=self.bfd,
+            node_name=node_name,
+            version=self.version,
+            resync_interval=self.resync_interval,
+            reapply_interval=self.reapply_interval,
+            route_protocol=self.route_protocol,
+        )
 
 
 def fingerprint(paths: Iterable[str], recursive: bool) -> tuple[tuple[str, int, int], ...]:
@@ -326,32 +291,30 @@ def fingerprint(paths: Iterable[str], recursive: bool) -> tuple[tuple[str, int, 
     return tuple(result)
 
 
-class Standalone:
-    """The standalone agent: configuration from files, one Runtime, BFD, and the admin server."""
+class FileSource:
+    """The agent's source in standalone mode: the files' desired state -> `Agent.submit`.
 
-    def __init__(self, options: RunOptions) -> None:
+    `load()` reads and validates (blocking; raises ConfigError). `start(agent)` submits the first
+    state (loaded earlier by `run`, or now) and awaits it, then reloads on SIGHUP (`agent.on_reload`)
+    and on file changes (polled every `watch_interval` s).
+    """
+
+    def __init__(self, options: RunOptions, node: NodeContext | None = None) -> None:
         self.options = options
-        self.node = node_context(options.node_name, options.node_labels, options.router_id, options.namespace)
-        self.bfd: BfdService | None = BfdService() if options.bfd else None
-        self.runtime = Runtime(
-            bfd=self.bfd,
-            writer_factory=functools.partial(node_writer_factory, protocol=options.route_protocol),
-            resync_interval=options.resync_interval,
-            node_name=self.node.name,
-            version=options.version,
+        self.node = node or node_context(
+            options.node_name, options.node_labels, options.router_id, options.namespace
         )
-        host, port = parse_address(options.admin_address)
-        self.admin = admin_server(
-            host, port, metrics=self.runtime.metrics, status=self.runtime.status, healthy=self.runtime.healthy
-        )
-        self._stop = asyncio.Event()
+        self.agent: Agent | None = None
+        self.first: tuple[DesiredState, tuple[str, ...]] | None = None
         self._reload = asyncio.Event()
         self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._unregister: list[Callable[[], None]] = []
 
-    def load(self) -> DesiredState:
+    def load(self) -> tuple[DesiredState, tuple[str, ...]]:
+        """The files' desired state and the files read; ConfigError if they cannot be used (blocking)."""
         config = load(self.options.paths, recursive=self.options.recursive, namespace=self.options.namespace)
         desired = desired_state(config, self.node)
-        self.runtime.sources = tuple(config.files)
         for skipped in desired.skipped:
             logs.event(
                 log,
@@ -361,72 +324,59 @@ class Standalone:
                 object=f"{config.where(skipped.kind, skipped.name)}",
                 reason=f"{skipped.field} {skipped.message}",
             )
-        return desired
+        return desired, tuple(config.files)
 
-    async def run(self, first: DesiredState) -> int:
-        """Run `first` until SIGTERM/SIGINT, reloading on SIGHUP and file changes; the exit code."""
+    def load_first(self) -> DesiredState:
+        """Load what `start` will submit; raises ConfigError (the run does not start)."""
+        self._fingerprint = fingerprint(self.options.paths, self.options.recursive)
+        self.first = self.load()
+        return self.first[0]
+
+    async def start(self, agent: Agent) -> None:
+        self.agent = agent
         loop = asyncio.get_running_loop()
-        try:
-            await self.admin.start()
-        except OSError as exc:
-            log.error("cannot serve the admin address %s: %s", self.options.admin_address, exc)
-            return 1
-        if self.bfd is not None:
-            self.bfd.start()
-        try:
-            self._fingerprint = fingerprint(self.options.paths, self.options.recursive)
-            await self.runtime.start()
-            await self.runtime.apply(first)
-            logs.event(
-                log,
-                logging.INFO,
-                "started",
-                "route server running",
-                node=self.node.name,
-                admin=self.admin.address,
-                route_servers=len(first.route_servers),
-                peers=sum(len(rs.peers) for rs in first.route_servers),
-                tables=sum(len(rs.tables) for rs in first.route_servers),
-            )
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._stop.set)
-            loop.add_signal_handler(signal.SIGHUP, self._reload.set)
-            watcher = loop.create_task(self._watch(), name="config-watcher")
-            try:
-                while not self._stop.is_set():
-                    stop = loop.create_task(self._stop.wait())
-                    reload = loop.create_task(self._reload.wait())
-                    await asyncio.wait({stop, reload}, return_when=asyncio.FIRST_COMPLETED)
-                    for task in (stop, reload):
-                        task.cancel()
-                    if self._reload.is_set() and not self._stop.is_set():
-                        self._reload.clear()
-                        await self.reload()
-            finally:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    loop.remove_signal_handler(sig)
-            logs.event(log, logging.INFO, "stopping", "route server stopping")
-            await self.runtime.stop()
-        finally:
-            await self.admin.close()
-            if self.bfd is not None:
-                await asyncio.to_thread(self.bfd.stop)
-        logs.event(log, logging.INFO, "stopped", "route server stopped")
-        return 0
+        if self.first is None:
+            await asyncio.to_thread(self.load_first)
+        assert self.first is not None
+        desired, files = self.first
+        self.first = None
+        with contextlib.suppress(ApplyError):  # logged by the agent, which retries it
+            await agent.submit(desired, sources=files)
+        self._unregister.append(agent.on_reload(self._reload.set))
+        self._tasks = [
+            loop.create_task(self._reloader(), name="config-reloader"),
+            loop.create_task(self._watch(), name="config-watcher"),
+        ]
 
-    def request_stop(self) -> None:
-        self._stop.set()
+    async def stop(self) -> None:
+        for unregister in self._unregister:
+            unregister()
+        self._unregister = []
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    async def _reloader(self) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            await self.reload()
 
     async def reload(self) -> bool:
-        """Load and apply the files again; a refused configuration leaves the running one alone."""
-        self._fingerprint = fingerprint(self.options.paths, self.options.recursive)
+        """Load and submit the files again; a refused configuration leaves the running one alone."""
+        agent = self.agent
+        assert agent is not None, "reload before start"
+        self._fingerprint = await asyncio.to_thread(fingerprint, self.options.paths, self.options.recursive)
         try:
-            desired = self.load()
+            desired, files = await asyncio.to_thread(self.load)
         except ConfigError as exc:
-            self.runtime.refuse("; ".join(exc.messages))
+            agent.refuse("; ".join(exc.messages))
             logs.event(
                 log,
                 logging.ERROR,
@@ -435,13 +385,16 @@ class Standalone:
                 errors=exc.messages,
             )
             return False
-        await self.runtime.apply(desired)
+        try:
+            generation = await agent.submit(desired, sources=files)
+        except ApplyError:
+            return False  # logged by the agent, which retries it
         logs.event(
             log,
             logging.INFO,
             "config_applied",
             "configuration applied",
-            generation=self.runtime.generation,
+            generation=generation,
             route_servers=len(desired.route_servers),
         )
         return True
@@ -461,8 +414,9 @@ class Standalone:
 def run(options: RunOptions) -> int:
     """`routeserver run`: validate, then run until stopped. Exit codes: 0 stopped, 2 bad config, 1 error."""
     try:
-        node_agent = Standalone(options)
-        first = node_agent.load()
+        source = FileSource(options)
+        source.load_first()
+        agent = Agent(options.agent_options(source.node.name))
     except ConfigError as exc:
         for message in exc.messages:
             log.error("%s", message)
@@ -471,7 +425,7 @@ def run(options: RunOptions) -> int:
     except ValueError as exc:  # the admin address
         log.error("%s", exc)
         return 2
-    return asyncio.run(node_agent.run(first))
+    return asyncio.run(agent.run(source))
 
 
 def validate(

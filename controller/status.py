@@ -1,9 +1,12 @@
 """The agent's status snapshot: one data model for `/status` (JSON), `routeserver status` and metrics.
 
-The runtime builds an `AgentStatus` from its live state (controller/runtime.py); `to_json` makes the
-JSON the admin server returns, and `render` turns that JSON back into the tables `routeserver status`
-prints, so the CLI needs nothing but the HTTP answer. Times are wall-clock seconds (Unix time) or
-durations in seconds.
+The runtime builds an `AgentStatus` from its live state (controller/runtime/views.py); `to_json` makes
+the JSON the admin server returns, and `render` turns that JSON back into the tables `routeserver
+status` prints, so the CLI needs nothing but the HTTP answer. Times are wall-clock seconds (Unix time)
+or durations in seconds.
+
+Owns: the view types, their JSON and their rendering. Must not touch: live runtime objects (views are
+frozen values built elsewhere) or the network.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class BfdView:
     min_rx_ms: int = 0
     detect_multiplier: int = 0
     detection_time_ms: float | None = None  # RFC 5880 §6.8.4, once the peer has been heard
+    error: str | None = None  # the last failed BFD request, until a request succeeds (it is retried)
+    retry_in_seconds: float | None = None  # when the failed request is tried again
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,7 @@ class PeerView:
     # when (wall clock; None while held: until the peer's spec changes).
     held_idle_reason: str | None = None
     held_idle_until: float | None = None
+    config_error: str | None = None  # the speaker refused the peer's configuration (retried)
 
     @property
     def bfd_state(self) -> str | None:
@@ -288,6 +294,14 @@ def _render_route_server(rs: Mapping[str, Any], now: float) -> str:
             "LAST",
         )
         lines.append(_indent(table(peer_headers, peer_rows)))
+        for p in peers:  # errors still being retried (level-triggered runtime)
+            if p.get("config_error"):
+                lines.append(f"  peer {p['name']}: not configured: {p['config_error']} (retrying)")
+            bfd = p.get("bfd") or {}
+            if bfd.get("error"):
+                retry = bfd.get("retry_in_seconds")
+                when = f" (retry in {retry:.0f} s)" if isinstance(retry, (int, float)) else ""
+                lines.append(f"  peer {p['name']}: BFD: {bfd['error']}{when}")
     fib = rs.get("fib") or ()
     if fib:
         lines.append("")

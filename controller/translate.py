@@ -1,5 +1,10 @@
 """RouteServer, RouteServerPeer and RouteTableAssociation objects -> the frozen desired state of one agent.
 
+Owns: `translate()` and the decisions listed below. The types it produces live in
+controller/desired.py (re-exported here while callers move to that module).
+May not touch: I/O, the clock, asyncio or any runtime object; it imports the API models, the
+desired-state types and the protocol packages' pure configuration (bgp.api, never bgp.speaker).
+
 Pure: no I/O, no clock. The same function serves the standalone mode (objects from YAML files) and
 the operator (objects from the API server), so both run identical settings. Its output is what the
 runtime (controller/runtime.py) reconciles against: per route server the speaker settings, the FIB
@@ -29,21 +34,37 @@ Decisions taken here (the CRD descriptions are the contract):
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from ipaddress import IPv4Address, ip_address
+from collections.abc import Iterable
 
 from bfd.auth import AuthConfig
 from bfd.codec import AuthType
+from bgp.api import PeerConfig
 from bgp.rib.policy import ImportPolicy, MaxPrefix, MaxPrefixAction, PrefixRule
-from bgp.speaker import PeerConfig
 from bgp.types import IPV4_UNICAST, IPV6_UNICAST, IPAddress
-from controller.fib import PersistConfig, SelectionMode
+from controller.desired import (
+    WILDCARDS,
+    AwsTable,
+    BfdSettings,
+    DesiredState,
+    Liveness,
+    NodeContext,
+    NodeTable,
+    PeerDesired,
+    PersistConfig,
+    Problem,
+    ProblemReason,
+    RouteServerDesired,
+    SecretKey,
+    Secrets,
+    SelectionMode,
+    SelectionSettings,
+    SpeakerSettings,
+    TableDesired,
+    TableTarget,
+)
 from controller.models.common import PrefixMatch, SecretKeyRef, selects
 from controller.models.resources import (
     BfdAuthType,
-    Liveness,
     RouteSelectionMode,
     RouteServer,
     RouteServerPeer,
@@ -52,7 +73,6 @@ from controller.models.resources import (
 from controller.models.resources import MaxPrefixAction as ApiMaxPrefixAction
 
 TCP_MD5_MAX_KEY = 80  # TCP_MD5SIG_MAXKEYLEN (linux/tcp.h)
-WILDCARDS: tuple[IPAddress, ...] = (ip_address("0.0.0.0"), ip_address("::"))
 
 _BFD_AUTH_TYPES = {
     BfdAuthType.SIMPLE_PASSWORD: AuthType.SIMPLE_PASSWORD,
@@ -61,179 +81,6 @@ _BFD_AUTH_TYPES = {
     BfdAuthType.KEYED_SHA1: AuthType.KEYED_SHA1,
     BfdAuthType.METICULOUS_KEYED_SHA1: AuthType.METICULOUS_KEYED_SHA1,
 }
-
-
-# -- inputs ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class NodeContext:
-    """What translation needs to know about the node the agent runs on.
-
-    `labels` select route servers and tables (nodeSelector); `router_id` is used when a route server
-    sets none; `addresses` are never accepted as next hops; Secret references without a namespace
-    resolve in `namespace`.
-    """
-
-    name: str = "standalone"
-    labels: tuple[tuple[str, str], ...] = ()
-    router_id: IPv4Address | None = None
-    addresses: frozenset[IPAddress] = frozenset()
-    namespace: str = "default"
-
-    @classmethod
-    def of(
-        cls,
-        name: str,
-        labels: Mapping[str, str] | None = None,
-        router_id: IPv4Address | None = None,
-        addresses: Iterable[IPAddress] = (),
-        namespace: str = "default",
-    ) -> NodeContext:
-        return cls(name, tuple(sorted((labels or {}).items())), router_id, frozenset(addresses), namespace)
-
-    def label_map(self) -> dict[str, str]:
-        return dict(self.labels)
-
-
-SecretKey = tuple[str, str]  # (namespace, name)
-Secrets = Mapping[SecretKey, Mapping[str, bytes]]
-
-
-# -- outputs -----------------------------------------------------------------------------------
-
-
-class ProblemReason(enum.Enum):
-    """Why an object (or part of it) cannot be applied; bounded, usable as a condition reason."""
-
-    MISSING_ROUTE_SERVER = "RouteServerNotFound"
-    MISSING_SECRET = "SecretNotFound"
-    INVALID_SECRET = "InvalidSecret"
-    NO_ROUTER_ID = "NoRouterID"
-    LISTEN_CONFLICT = "ListenAddressConflict"
-    DUPLICATE_PEER = "DuplicatePeerAddress"
-    TABLE_CONFLICT = "TableConflict"
-    INVALID = "Invalid"
-    NOT_SELECTED = "NodeNotSelected"
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    kind: str
-    name: str
-    field: str  # API path, like spec.authSecretRef
-    reason: ProblemReason
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.name}: {self.field}: {self.message}"
-
-
-@dataclass(frozen=True, slots=True)
-class BfdSettings:
-    """The BFD parameters one peer's session runs with (RFC 5880 §6.8.1 variables, in ms)."""
-
-    min_tx_ms: int
-    min_rx_ms: int
-    detect_multiplier: int
-    passive: bool = False
-    multihop: bool = False
-    auth: AuthConfig | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PeerDesired:
-    name: str
-    route_server: str
-    config: PeerConfig
-    liveness: Liveness
-    bfd: BfdSettings | None  # set exactly when liveness is BFD
-
-
-@dataclass(frozen=True, slots=True)
-class NodeTable:
-    """A Linux kernel table on this node (a number, or a name from iproute2's rt_tables)."""
-
-    table: int | str
-    metric: int | None = None
-
-    def __str__(self) -> str:
-        return f"table {self.table}" + (f" metric {self.metric}" if self.metric is not None else "")
-
-
-@dataclass(frozen=True, slots=True)
-class AwsTable:
-    route_table_id: str
-    region: str | None = None
-    endpoint_url: str | None = None
-    credentials_secret: SecretKey | None = None
-
-    def __str__(self) -> str:
-        return f"aws {self.route_table_id}"
-
-
-TableTarget = NodeTable | AwsTable
-
-
-@dataclass(frozen=True, slots=True)
-class TableDesired:
-    name: str
-    route_server: str
-    target: TableTarget
-    prefix_filter: tuple[PrefixRule, ...] | None = None  # None: every prefix of the FIB
-
-    def filter_policy(self) -> ImportPolicy | None:
-        """The prefix filter compiled for per-prefix checks (`check_prefix(key) is None`: passes)."""
-        return None if self.prefix_filter is None else ImportPolicy(allowed=self.prefix_filter)
-
-
-@dataclass(frozen=True, slots=True)
-class SpeakerSettings:
-    """Everything that needs a new speaker (every session restarts) when it changes."""
-
-    asn: int
-    router_id: IPv4Address
-    listen_addresses: tuple[IPAddress, ...] = WILDCARDS
-    listen_port: int = 179
-
-
-@dataclass(frozen=True, slots=True)
-class SelectionSettings:
-    mode: SelectionMode = SelectionMode.ACTIVE_PASSIVE
-    max_paths: int = 8
-    always_compare_med: bool = False
-
-    @property
-    def rib_max_paths(self) -> int:
-        """The Loc-RIB's multipath width: one best path unless ECMP is wanted."""
-        return self.max_paths if self.mode is SelectionMode.ECMP else 1
-
-
-@dataclass(frozen=True, slots=True)
-class RouteServerDesired:
-    name: str
-    speaker: SpeakerSettings
-    selection: SelectionSettings = field(default_factory=SelectionSettings)
-    persist: PersistConfig = field(default_factory=PersistConfig)
-    peers: tuple[PeerDesired, ...] = ()  # sorted by name
-    tables: tuple[TableDesired, ...] = ()  # sorted by name
-
-    def peer(self, name: str) -> PeerDesired | None:
-        return next((p for p in self.peers if p.name == name), None)
-
-    def table(self, name: str) -> TableDesired | None:
-        return next((t for t in self.tables if t.name == name), None)
-
-
-@dataclass(frozen=True, slots=True)
-class DesiredState:
-    node: NodeContext = field(default_factory=NodeContext)
-    route_servers: tuple[RouteServerDesired, ...] = ()  # sorted by name
-    problems: tuple[Problem, ...] = ()
-    skipped: tuple[Problem, ...] = ()  # valid, but not for this node
-
-    def route_server(self, name: str) -> RouteServerDesired | None:
-        return next((rs for rs in self.route_servers if rs.name == name), None)
 
 
 # -- translation --------------------------------------------------------------------------------
@@ -537,11 +384,14 @@ class _Context:
         )
 
 
+# The desired-state types are re-exported from controller.desired during the transition.
 __all__ = [
+    "TCP_MD5_MAX_KEY",
     "WILDCARDS",
     "AwsTable",
     "BfdSettings",
     "DesiredState",
+    "Liveness",
     "NodeContext",
     "NodeTable",
     "PeerDesired",

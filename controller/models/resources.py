@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from controller.desired import Liveness  # the enum is shared with the desired state
 from controller.models.common import (
     MAX_UINT32,
     REASON_PATTERN,
@@ -152,11 +153,6 @@ class RouteServerStatus(StatusModel):
 
 
 # -- RouteServerPeer ----------------------------------------------------------------------------
-
-
-class Liveness(enum.StrEnum):
-    BFD = "BFD"
-    BGP_KEEPALIVE = "BGPKeepalive"
 
 
 class BfdAuthType(enum.StrEnum):

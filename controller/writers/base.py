@@ -1,4 +1,12 @@
-"""The RouteWriter protocol: where the FIB goes (a node's kernel table, a cloud route table).
+"""The one writer protocol: where the FIB goes (a node's kernel table, a cloud route table).
+
+Owns: `RouteWriter`, the protocol every table target implements (controller/writers/netlink.py for
+node tables; an AWS writer next) and the runtime drives, and its result types (`WriteReport`,
+`Rejection`, `RejectReason`). The route types it takes (`Prefix`, `Address`, `FibEntry`) are
+controller/desired.py's, re-exported here while callers move to that module.
+
+May not touch: anything above the writers (the runtime, the agent, sources, translation): writers
+depend on controller.desired only (import-linter enforces it).
 
 Writers receive the desired state per prefix and report per-prefix failures with a reason; a route
 that cannot be programmed never stops the others (DESIGN.md: bad input loses nothing).
@@ -9,19 +17,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Protocol
 
-Prefix = IPv4Network | IPv6Network
-Address = IPv4Address | IPv6Address
-
-
-@dataclass(frozen=True, slots=True)
-class FibEntry:
-    """What one prefix should point at: one next hop (active/passive) or an ECMP set, in order."""
-
-    prefix: Prefix
-    nexthops: tuple[Address, ...]
+from controller.desired import Address, FibEntry, Prefix
 
 
 class RejectReason(enum.Enum):
@@ -42,7 +40,7 @@ class Rejection:
 
 @dataclass(slots=True)
 class WriteReport:
-    """The outcome of one apply/resync: counts and the rejected routes with their reasons."""
+    """The outcome of one start/apply/resync/withdraw: counts and the rejected routes with reasons."""
 
     installed: int = 0
     removed: int = 0
@@ -51,12 +49,35 @@ class WriteReport:
 
 
 class RouteWriter(Protocol):
-    """A FIB target. `apply` takes only what changed (None removes); `resync` takes the whole FIB."""
+    """A FIB target, driven by one table of the runtime.
+
+    - `start`: open the target and adopt what we own there from a previous run (nothing removed yet).
+    - `apply`: only what changed (prefix -> entry; None removes).
+    - `resync`: the whole FIB; repairs drift and removes what we own but no longer want.
+    - `withdraw_all`: remove every route we own (a table or route server that goes away).
+    - `installed`: what is programmed now, as read back (prefix -> next hops).
+    - `close`: release the target, leaving its routes as they are.
+    """
+
+    async def start(self) -> WriteReport: ...
 
     async def apply(self, changes: Mapping[Prefix, FibEntry | None]) -> WriteReport: ...
 
     async def resync(self, desired: Mapping[Prefix, FibEntry]) -> WriteReport: ...
 
+    async def withdraw_all(self) -> WriteReport: ...
+
     def installed(self) -> Mapping[Prefix, tuple[Address, ...]]: ...
 
     async def close(self) -> None: ...
+
+
+__all__ = [
+    "Address",  # re-exported from controller.desired during the transition
+    "FibEntry",  # re-exported from controller.desired during the transition
+    "Prefix",  # re-exported from controller.desired during the transition
+    "RejectReason",
+    "Rejection",
+    "RouteWriter",
+    "WriteReport",
+]

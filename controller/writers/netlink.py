@@ -1,5 +1,10 @@
 """The node route-table writer: the FIB into a Linux kernel table over rtnetlink.
 
+Owns: `NodeTableWriter` (a `RouteWriter`, controller/writers/base.py) for one (table, metric), its
+routes and nexthop objects marked with our protocol, and table-name resolution. May not touch:
+routes or nexthop objects of any other protocol or table (the kernel enforces it for deletes), or
+anything above the writers (it takes `controller.desired` types only).
+
 Ownership (DESIGN.md §7.8): every route and nexthop object we write carries our own rtnetlink
 protocol number. Deletes name that protocol, so the kernel itself refuses to remove a route we do
 not own; new routes are created with NLM_F_EXCL, so the kernel refuses to overwrite a route someone
@@ -42,8 +47,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
 
+from controller.desired import Address, FibEntry, Prefix
 from controller.writers import rtnl
-from controller.writers.base import Address, FibEntry, Prefix, Rejection, RejectReason, WriteReport
+from controller.writers.base import Rejection, RejectReason, WriteReport
 from controller.writers.rtnl import Batch, NetlinkChannel, NextHop, Op, SendResult, canonical
 
 log = logging.getLogger(__name__)

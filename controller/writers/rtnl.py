@@ -1,5 +1,8 @@
 """Raw rtnetlink messages for bulk route programming, and a batching channel to send them.
 
+Owns: the wire encoding of route/nexthop messages, dumps, and the batching `NetlinkChannel`. May not
+touch: policy (what to write is netlink.py's decision) or anything above the writers.
+
 pyroute2 is good at link/address lookups, dumps and monitoring, but a synchronous request per route
 manages only ~2,500 routes/s, and it has no API for nexthop objects. Here routes and nexthop objects
 are encoded directly and sent in ~64 KiB batches without per-message ACKs; the kernel answers only

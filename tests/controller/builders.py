@@ -5,8 +5,9 @@ from __future__ import annotations
 from ipaddress import IPv4Address, ip_address
 from typing import Any
 
+from controller.desired import DesiredState, NodeContext, Secrets
 from controller.models.resources import RouteServer, RouteServerPeer, RouteTableAssociation, parse_resource
-from controller.translate import DesiredState, NodeContext, Secrets, translate
+from controller.translate import translate
 
 API = "routeserver.dev/v1alpha1"
 NODE = NodeContext.of("node-a", {"role": "edge"}, IPv4Address("10.0.0.1"), [ip_address("10.0.0.1")])

@@ -46,6 +46,8 @@ class FakeSpeaker:
         self.fail_start = fail_start
         self.rejected: dict[str, dict[str, int]] = {}  # peer -> reason -> count, for status()
         self.held: dict[str, tuple[str, float | None]] = {}  # peer -> held Idle (reason, until), for status()
+        self.add_failures: list[Exception] = []  # raised by the next add_peer calls, one each
+        self.established_count: dict[str, int] = {}
         self.started = False
         self.stopped = False
 
@@ -67,6 +69,8 @@ class FakeSpeaker:
 
     async def add_peer(self, config: PeerConfig) -> None:
         self.calls.append(("add", config.peer_id))
+        if self.add_failures:
+            raise self.add_failures.pop(0)
         self.peers[config.peer_id] = config
         self.states[config.peer_id] = State.IDLE
 
@@ -116,7 +120,7 @@ class FakeSpeaker:
             prefixes_rejected=sum(self.rejected.get(peer_id, {}).values()),
             rejected_by_reason=dict(self.rejected.get(peer_id, {})),
             prefixes_stale=0,
-            established_count=0,
+            established_count=self.established_count.get(peer_id, 0),
             updates_received=0,
             connect_attempts=0,
             negotiated=None,
@@ -131,8 +135,15 @@ class FakeSpeaker:
 
     # -- driven by tests ------------------------------------------------------------------------
 
-    def establish(self, peer_id: str) -> None:
-        self._set_state(peer_id, State.ESTABLISHED, TransitionReason.KEEPALIVE_RECEIVED)
+    def establish(self, peer_id: str, local: str | None = None) -> None:
+        """Established; `local`: our address on the connection, as the real speaker's event carries it."""
+        self.established_count[peer_id] = self.established_count.get(peer_id, 0) + 1
+        self._set_state(
+            peer_id,
+            State.ESTABLISHED,
+            TransitionReason.KEEPALIVE_RECEIVED,
+            ip_address(local) if local is not None else None,
+        )
 
     def announce(self, peer_id: str, prefix: str, next_hop: str | None = None, path_length: int = 1) -> None:
         config = self.peers[peer_id]
@@ -163,10 +174,12 @@ class FakeSpeaker:
         if changes:
             self._publish(RoutesChanged(peer_id, tuple(changes)))
 
-    def _set_state(self, peer_id: str, new: State, reason: TransitionReason) -> None:
+    def _set_state(
+        self, peer_id: str, new: State, reason: TransitionReason, local: IPAddress | None = None
+    ) -> None:
         old = self.states[peer_id]
         self.states[peer_id] = new
-        self._publish(PeerStateChanged(peer_id, old, new, reason))
+        self._publish(PeerStateChanged(peer_id, old, new, reason, local_address=local))
 
     def publish(self, event: SpeakerEvent) -> None:
         self._publish(event)
@@ -274,6 +287,7 @@ class FakeHandle:
         self.profile = profile
         self.released = False
         self.callback: Callable[[StateChange], object] | None = None
+        self.on_close: Callable[[], object] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def subscribe(
@@ -282,7 +296,7 @@ class FakeHandle:
         loop: asyncio.AbstractEventLoop | None = None,
         on_close: Callable[[], object] | None = None,
     ) -> object:
-        self.callback, self.loop = callback, loop
+        self.callback, self.loop, self.on_close = callback, loop, on_close
         # Like the service: a snapshot, and changes after it delivered into the loop (possibly before
         # the subscriber's own call has returned).
         if self.service.change_on_subscribe is not None and loop is not None:
@@ -292,6 +306,12 @@ class FakeHandle:
     def release(self) -> None:
         self.released = True
 
+    def close_by_service(self) -> None:
+        """The service ends the session on its own (it stopped or restarted)."""
+        assert self.on_close is not None and self.loop is not None
+        self.released = True
+        self.loop.call_soon_threadsafe(self.on_close)
+
     def emit(self, old: BfdState, new: BfdState, reason: BfdReason, diag: Diag = Diag.NO_DIAGNOSTIC) -> None:
         """Deliver a state change as the service does: into the subscriber's loop."""
         assert self.callback is not None and self.loop is not None
@@ -299,11 +319,15 @@ class FakeHandle:
 
 
 class FakeBfd:
+    """A BFD service; `failures` are raised by the next requests, one each (fault injection)."""
+
     def __init__(self) -> None:
         self.handles: list[FakeHandle] = []
         self.running = True
         self.initial_state = BfdState.DOWN
         self.change_on_subscribe: StateChange | None = None
+        self.failures: list[Exception] = []
+        self.requests = 0
 
     def request(
         self,
@@ -313,6 +337,9 @@ class FakeBfd:
         interface: str | None = None,
         profile: BfdProfile | None = None,
     ) -> FakeHandle:
+        self.requests += 1
+        if self.failures:
+            raise self.failures.pop(0)
         handle = FakeHandle(self, peer, local, profile or BfdProfile())
         self.handles.append(handle)
         return handle

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ipaddress import ip_address, ip_network
 
-from controller.fib import Fib, PersistConfig, PersistState, SelectionMode, select_next_hops
-from controller.writers.base import FibEntry
+from controller.desired import FibEntry, PersistConfig, SelectionMode
+from controller.fib import Fib, PersistState, select_next_hops
 
 A = ip_address("10.0.0.2")
 B = ip_address("10.0.0.3")

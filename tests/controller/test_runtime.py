@@ -19,9 +19,10 @@ from bgp.fsm.events import DownReason, TransitionReason
 from bgp.rib.policy import MaxPrefixEvent
 from bgp.speaker import ConnectionRefused, EndOfRib, PrefixLimit
 from bgp.types import IPV4_UNICAST
-from controller import runtime as runtime_module
 from controller.fib import PersistConfig, PersistState
 from controller.runtime import RestartDeferral, Runtime
+from controller.runtime import retry as retry_module
+from controller.runtime import route_server as route_server_module
 from controller.status import render, to_json
 from controller.translate import DesiredState
 from controller.writers.base import FibEntry
@@ -370,7 +371,7 @@ async def test_without_persist_leftover_routes_are_removed_at_start(harness: Har
 async def test_write_failure_is_reported_and_recovered_by_resync(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runtime_module, "RETRY_MIN", 0.01)
+    monkeypatch.setattr(retry_module, "RETRY_MIN", 0.01)
     await harness.runtime.apply(desired([server(**ALLOW)], [peer("a", "10.0.0.2")], [association("t")]))
     await harness.settle()
     writer = harness.table()
@@ -404,7 +405,7 @@ async def test_rejected_routes_are_listed_per_table(harness: Harness) -> None:
 async def test_speaker_that_cannot_listen_is_unhealthy_and_retried(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runtime_module, "SPEAKER_RETRY", 0.0)
+    monkeypatch.setattr(route_server_module, "SPEAKER_RETRY", 0.0)
     harness.speakers.fail_next = True
     await harness.runtime.apply(desired([server(**ALLOW)], [peer("a", "10.0.0.2")], []))
     rs = harness.runtime.route_server("vip")
@@ -790,7 +791,7 @@ async def test_a_table_opening_before_the_peers_are_configured_does_not_end_the_
 async def test_a_resync_during_the_deferral_keeps_adopted_routes_as_installed(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runtime_module, "RETRY_MIN", 0.01)
+    monkeypatch.setattr(retry_module, "RETRY_MIN", 0.01)
     speaker, writer = await adopted_start(harness)
     rs = harness.runtime.route_server("vip")
     writer.fail = 1  # the next write fails: the table recovers with a full resync

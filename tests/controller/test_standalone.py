@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import textwrap
-from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 
 import pytest
 
+from controller.agent import Agent, AgentOptions
 from controller.runtime import Runtime
-from controller.standalone import ConfigError, RunOptions, Standalone, fingerprint, load, pick_router_id
+from controller.standalone import ConfigError, FileSource, RunOptions, fingerprint, load
 from tests.controller.fakes import SpeakerFactory, WriterFactory
+from tests.controller.test_agent import eventually
 from tests.controller.test_cli import PEER, SERVER
 
 
@@ -82,33 +83,23 @@ def test_fingerprint_changes_with_content_and_listing(tmp_path: Path) -> None:
     assert fingerprint([str(tmp_path)], False) != second
 
 
-def test_router_id_prefers_a_non_loopback_ipv4_address() -> None:
-    addresses = [
-        ip_address("127.0.0.1"),
-        ip_address("2001:db8::1"),
-        ip_address("10.0.0.9"),
-        ip_address("10.0.0.2"),
-    ]
-    assert pick_router_id(addresses) == IPv4Address("10.0.0.2")
-    assert pick_router_id([ip_address("127.0.0.1")]) == IPv4Address("127.0.0.1")
-    assert pick_router_id([ip_address("::1")]) is None
-
-
 async def test_reload_applies_good_configuration_and_refuses_bad(tmp_path: Path) -> None:
     config = write(tmp_path / "rs.yaml", SERVER + "---\n" + PEER.format(name="fw-a", address="10.0.0.2"))
-    agent = Standalone(RunOptions(paths=[str(tmp_path)], bfd=False, admin_address="127.0.0.1:0"))
+    source = FileSource(RunOptions(paths=[str(tmp_path)], bfd=False, watch_interval=0))
     speakers = SpeakerFactory()
-    agent.runtime = Runtime(speaker_factory=speakers, writer_factory=WriterFactory(), observe_interval=3600)
-    await agent.runtime.start()
+    runtime = Runtime(speaker_factory=speakers, writer_factory=WriterFactory(), observe_interval=3600)
+    agent = Agent(AgentOptions(admin_address="127.0.0.1:0", bfd=False, handle_signals=False), runtime=runtime)
+    source.load_first()
+    run = asyncio.get_running_loop().create_task(agent.run(source))
     try:
-        await agent.runtime.apply(agent.load())
+        await eventually(lambda: runtime.generation == 1)
         speaker = speakers.last
         assert list(speaker.calls) == [("add", "fw-a")]
 
         # A broken edit is refused as a whole: nothing changes, the error is visible in the status.
         config.write_text(SERVER + "---\n" + PEER.format(name="fw-a", address="10.0.0.2") + "  port: 0\n")
-        assert await agent.reload() is False
-        status = agent.runtime.status()
+        assert await source.reload() is False
+        status = runtime.status()
         assert status.config.generation == 1
         assert status.config.last_error is not None and "spec.port" in status.config.last_error
         assert speaker.calls == [("add", "fw-a")]
@@ -116,22 +107,23 @@ async def test_reload_applies_good_configuration_and_refuses_bad(tmp_path: Path)
         # A good edit: only the new peer is added; fw-a keeps its session.
         extra = PEER.format(name="fw-b", address="10.0.0.3")
         config.write_text(SERVER + "---\n" + PEER.format(name="fw-a", address="10.0.0.2") + "---\n" + extra)
-        assert await agent.reload() is True
+        assert await source.reload() is True
         assert speaker.calls == [("add", "fw-a"), ("add", "fw-b")]
-        status = agent.runtime.status()
+        status = runtime.status()
         assert status.config.generation == 2 and status.config.last_error is None
         assert status.config.sources == (str(config),)
     finally:
-        await agent.runtime.stop()
+        agent.request_stop()
+        assert await run == 0
 
 
 async def test_watcher_notices_file_changes(tmp_path: Path) -> None:
     config = write(tmp_path / "rs.yaml", SERVER)
-    agent = Standalone(RunOptions(paths=[str(config)], bfd=False, watch_interval=0.01))
-    agent._fingerprint = fingerprint([str(config)], False)
-    watcher = asyncio.get_running_loop().create_task(agent._watch())
+    source = FileSource(RunOptions(paths=[str(config)], bfd=False, watch_interval=0.01))
+    source._fingerprint = fingerprint([str(config)], False)
+    watcher = asyncio.get_running_loop().create_task(source._watch())
     try:
         config.write_text(SERVER + "# edit\n")
-        await asyncio.wait_for(agent._reload.wait(), 5)
+        await asyncio.wait_for(source._reload.wait(), 5)
     finally:
         watcher.cancel()

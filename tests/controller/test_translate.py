@@ -9,23 +9,24 @@ import pytest
 from bfd.codec import AuthType
 from bgp.rib.policy import MaxPrefixAction, PrefixRule
 from bgp.types import IPV4_UNICAST, IPV6_UNICAST, prefix_key
-from controller.fib import PersistConfig, SelectionMode
-from controller.models.resources import (
+from controller.desired import (
+    WILDCARDS,
+    AwsTable,
+    BfdSettings,
     Liveness,
+    NodeContext,
+    NodeTable,
+    PersistConfig,
+    ProblemReason,
+    SelectionMode,
+)
+from controller.models.resources import (
     RouteServer,
     RouteServerPeer,
     RouteTableAssociation,
     parse_resource,
 )
-from controller.translate import (
-    WILDCARDS,
-    AwsTable,
-    BfdSettings,
-    NodeContext,
-    NodeTable,
-    ProblemReason,
-    translate,
-)
+from controller.translate import translate
 from tests.controller.builders import NODE, association, peer, server
 from tests.support.crd_cases import examples
 

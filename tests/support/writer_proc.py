@@ -39,7 +39,8 @@ from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
-from controller.writers.base import FibEntry, Prefix, WriteReport
+from controller.desired import FibEntry, Prefix
+from controller.writers.base import WriteReport
 from controller.writers.netlink import DEFAULT_PROTOCOL, RT_TABLES_PATHS, NodeTableWriter
 
 

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address, ip_network
 
+from controller.desired import Prefix
 from controller.writers import rtnl
-from controller.writers.base import Prefix
 from controller.writers.rtnl import (
     Batch,
     Builder,

@@ -11,8 +11,9 @@ from ipaddress import IPv4Address, ip_address, ip_network
 
 import pytest
 
+from controller.desired import Address, FibEntry, Prefix
 from controller.writers import rtnl
-from controller.writers.base import Address, FibEntry, Prefix, RejectReason
+from controller.writers.base import RejectReason
 from controller.writers.netlink import NodeTableWriter
 from tests.controller.writers.fake_kernel import FakeKernel
 

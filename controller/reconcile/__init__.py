@@ -1,1 +1,0 @@
-"""reconcile of the controller."""

@@ -1,0 +1,312 @@
+"""One RouteTableAssociation at run time: a writer fed with FIB changes by its own task.
+
+Owns: `TableRuntime` (the table's pending batch, its writer, its resync schedule and retry backoff,
+the routes the writer rejected, the adopted prefixes held back by the restart deferral) and
+`TableOwner`, the narrow interface it needs of its route server: the FIB's entries, the persist
+settings, whether the restart deferral is running, where events go, and a call when it opened.
+
+`push` only records changes (latest wins per prefix) and wakes the task, so the speaker's event
+callback never waits on the kernel; the task writes everything pending as one batch. Every table is
+fully resynchronised from the FIB every `resync_interval` seconds (the writer re-reads the target,
+repairs drift, removes what we own but no longer want) and after any failed write, with backoff
+(controller/runtime/retry.py): the FIB is the source of truth, so a lost batch is never lost for good.
+
+Must not touch: the speaker, the FIB itself (it reads entries through its owner), other tables, or
+any concrete writer (it gets one from the factory it is given).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from typing import Protocol
+
+from bgp.types import IPV4_UNICAST, IPV6_UNICAST
+from controller.desired import Address, FibEntry, PersistConfig, Prefix, TableDesired
+from controller.events import (
+    RoutesAdopted,
+    RoutesWithdrawn,
+    TableRecovered,
+    TableRoutesRejected,
+    TableWriteFailed,
+    TableWritten,
+)
+from controller.prefixes import key_of
+from controller.runtime import retry
+from controller.runtime.ports import RouteServerPart, TableWriter, WriterFactory
+from controller.writers.base import Rejection, WriteReport
+
+CLOSE_TIMEOUT = 10.0
+
+
+class TableOwner(RouteServerPart, Protocol):
+    """What a table needs of its route server (controller/runtime/route_server.py implements it)."""
+
+    @property
+    def persist(self) -> PersistConfig: ...
+
+    @property
+    def deferring(self) -> bool: ...
+
+    def fib_entries(self) -> Mapping[Prefix, tuple[Address, ...]]: ...
+
+    def table_opened(self) -> None: ...
+
+
+class TableRuntime:
+    """One table: `push` changes, `request_resync`, `close`; status through controller/runtime/views.py."""
+
+    def __init__(
+        self,
+        owner: TableOwner,
+        desired: TableDesired,
+        factory: WriterFactory,
+        resync_interval: float,
+    ) -> None:
+        self.owner = owner
+        self.desired = desired
+        self.filter = desired.filter_policy()
+        self.writer: TableWriter | None = None
+        self._factory = factory
+        self._resync_interval = resync_interval
+        self._pending: dict[Prefix, FibEntry | None] = {}
+        self._pending_since: float | None = None
+        self._wake = asyncio.Event()
+        self._resync_at: float | None = None
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._backoff = retry.Backoff()
+        self.rejected: dict[Prefix, Rejection] = {}
+        self.last_error: str | None = None
+        self.last_sync_at: float | None = None
+        self.last_write_at: float | None = None
+        self.synced = False
+        # Restart deferral (controller/runtime/deferral.py): the prefixes adopted at start while the
+        # owner defers them (None: not deferring), their families, and those whose changes were held.
+        self._adopted: frozenset[Prefix] | None = None
+        self.adopted_families: frozenset[str] = frozenset()
+        self._deferred: set[Prefix] = set()
+
+    @property
+    def name(self) -> str:
+        return self.desired.name
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"table-{self.name}")
+
+    def passes(self, prefix: Prefix) -> bool:
+        # The Loc-RIB key travels with the prefix (controller/prefixes.py): no conversion back.
+        return self.filter is None or self.filter.check_prefix(key_of(prefix)) is None
+
+    def desired_routes(self) -> dict[Prefix, FibEntry]:
+        return {prefix: FibEntry(prefix, hops) for prefix, hops in self.desired_hops().items()}
+
+    def desired_hops(self) -> Mapping[Prefix, tuple[Address, ...]]:
+        """What the table should hold, as prefix -> next hops (the FIB itself without a filter)."""
+        entries = self.owner.fib_entries()
+        if self.filter is None:
+            return entries
+        passes = self.passes
+        return {prefix: hops for prefix, hops in entries.items() if passes(prefix)}
+
+    def push(self, changes: Mapping[Prefix, FibEntry | None]) -> None:
+        if self.filter is None:
+            added = bool(changes)
+            self._pending.update(changes)  # latest wins per prefix; one C-level pass for a bulk feed
+        else:
+            added = False
+            passes, pending = self.passes, self._pending
+            for prefix, entry in changes.items():
+                if passes(prefix):
+                    pending[prefix] = entry
+                    added = True
+        if added:
+            if self._pending_since is None:
+                self._pending_since = time.monotonic()
+            self._wake.set()
+
+    def request_resync(self) -> None:
+        self._resync_at = asyncio.get_running_loop().time()
+        self._wake.set()
+
+    def set_desired(self, desired: TableDesired) -> None:
+        """A new prefix filter (the target is unchanged): resynchronise with it."""
+        self.desired = desired
+        self.filter = desired.filter_policy()
+        self.request_resync()
+
+    async def close(self, withdraw: bool) -> None:
+        """Stop the task after the write in progress; withdraw our routes if asked; close the writer."""
+        self._closing = True
+        self._wake.set()
+        task = self._task
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), CLOSE_TIMEOUT)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        writer = self.writer
+        if writer is None:
+            return
+        try:
+            if withdraw:
+                report = await writer.withdraw_all()
+                if report.removed:
+                    self.owner.events.emit(RoutesWithdrawn(self.owner.name, self.name, report.removed))
+        except Exception as exc:
+            self._failed(exc, "withdraw")
+        finally:
+            await writer.close()
+
+    # -- the task ---------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = self._backoff
+        while not self._closing:
+            try:
+                if self.writer is None:
+                    await self._open()
+                now = loop.time()
+                if self._resync_at is not None and now >= self._resync_at:
+                    await self._resync()
+                elif self._pending:
+                    await self._apply()
+                else:
+                    self._wake.clear()
+                    timeout = None if self._resync_at is None else self._resync_at - now
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout)
+                    continue
+                backoff.succeeded()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._failed(exc, "write")
+                # The batch may be lost: a full resync after the backoff is the recovery.
+                delay = backoff.failed(loop.time())
+                self._resync_at = backoff.at
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        writer = self._factory(self.desired)
+        await writer.start()
+        self.writer = writer
+        installed = writer.installed()
+        adopted = len(installed)
+        persist = self.owner.persist
+        if adopted and persist.enabled:
+            # Routes of a previous run: keep them for the persist window while sessions come back
+            # (re-advertised prefixes replace them once the deferral ends); the first resync removes
+            # the rest.
+            self._resync_at = loop.time() + persist.duration_seconds
+            if self.owner.deferring:
+                self._adopted = frozenset(installed)
+                self.adopted_families = frozenset(
+                    str(IPV4_UNICAST if p.version == 4 else IPV6_UNICAST) for p in self._adopted
+                )
+            self.owner.events.emit(
+                RoutesAdopted(self.owner.name, self.name, adopted, persist.duration_seconds)
+            )
+        else:
+            self._resync_at = loop.time()
+        self.owner.table_opened()
+
+    def end_deferral(self) -> int:
+        """The owner's deferral ended: write the FIB of the adopted prefixes it held back (one batch)."""
+        adopted, self._adopted = self._adopted, None
+        deferred, self._deferred = self._deferred, set()
+        if adopted is None or not deferred:
+            return 0
+        entries = self.owner.fib_entries()
+        self.push({p: FibEntry(p, entries[p]) if p in entries else None for p in deferred})
+        return len(deferred)
+
+    def _defer(self, batch: dict[Prefix, FibEntry | None]) -> dict[Prefix, FibEntry | None]:
+        """Hold back the changes of adopted prefixes (end_deferral writes their FIB later)."""
+        adopted = self._adopted
+        assert adopted is not None
+        held = [p for p in batch if p in adopted]
+        if not held:
+            return batch
+        self._deferred.update(held)
+        return {p: e for p, e in batch.items() if p not in adopted}
+
+    async def _apply(self) -> None:
+        assert self.writer is not None
+        batch, self._pending = self._pending, {}
+        since, self._pending_since = self._pending_since, None
+        if self._adopted is not None:  # restart deferral: adopted prefixes wait (end_deferral)
+            batch = self._defer(batch)
+            if not batch:
+                return
+        report = await self.writer.apply(batch)
+        if self.rejected:
+            for prefix in batch:
+                self.rejected.pop(prefix, None)
+        self._record(report, "apply", since)
+
+    async def _resync(self) -> None:
+        assert self.writer is not None
+        self._pending = {}
+        since, self._pending_since = self._pending_since, None
+        desired = self.desired_routes()
+        if self._adopted is not None:
+            # Restart deferral: adopted routes stay as installed; end_deferral writes the FIB's.
+            self._deferred.update(p for p in self._adopted if p in desired)
+            installed = self.writer.installed()
+            desired.update({p: FibEntry(p, installed[p]) for p in self._adopted if p in installed})
+        report = await self.writer.resync(desired)
+        del desired  # the writer keeps its own copy: do not hold a second one across the wait
+        self.rejected = {}
+        self._resync_at = asyncio.get_running_loop().time() + self._resync_interval
+        self.last_sync_at = time.time()
+        self.synced = True
+        self._record(report, "resync", since)
+
+    def _record(self, report: WriteReport, kind: str, since: float | None) -> None:
+        owner, events = self.owner, self.owner.events
+        seconds = time.monotonic() - since if since is not None else None
+        events.emit(
+            TableWritten(
+                owner.name,
+                self.name,
+                kind,
+                report.installed,
+                report.removed,
+                report.netlink_messages,
+                seconds,
+            )
+        )
+        self.last_write_at = time.time()
+        if self.last_error is not None:
+            events.emit(TableRecovered(owner.name, self.name))
+        self.last_error = None
+        if not report.rejected:
+            return
+        new = [r for r in report.rejected if self.rejected.get(r.prefix) != r]
+        for rejection in report.rejected:
+            self.rejected[rejection.prefix] = rejection
+        if new:
+            reasons: dict[str, int] = {}
+            for r in new:
+                reasons[r.reason.value] = reasons.get(r.reason.value, 0) + 1
+            events.emit(
+                TableRoutesRejected(
+                    owner.name, self.name, len(new), reasons, f"{new[0].prefix}: {new[0].message}"
+                )
+            )
+
+    def _failed(self, exc: Exception, what: str) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        self.owner.events.emit(
+            TableWriteFailed(self.owner.name, self.name, message, what, first=message != self.last_error)
+        )
+        self.last_error = message
