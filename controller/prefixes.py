@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from bgp.types import PrefixKey, key_is_ipv6, prefix_key
-from controller.writers.base import Prefix
+from controller.desired import Prefix
 
 _ADDRESS_BITS_V6 = (1 << 128) - 1  # a key is (address << 8 | length), IPv6 keys with a flag bit above
 

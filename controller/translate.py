@@ -1,13 +1,13 @@
 """RouteServer, RouteServerPeer and RouteTableAssociation objects -> the frozen desired state of one agent.
 
 Owns: `translate()` and the decisions listed below. The types it produces live in
-controller/desired.py (re-exported here while callers move to that module).
+controller/desired.py.
 May not touch: I/O, the clock, asyncio or any runtime object; it imports the API models, the
 desired-state types and the protocol packages' pure configuration (bgp.api, never bgp.speaker).
 
 Pure: no I/O, no clock. The same function serves the standalone mode (objects from YAML files) and
 the operator (objects from the API server), so both run identical settings. Its output is what the
-runtime (controller/runtime.py) reconciles against: per route server the speaker settings, the FIB
+runtime (controller/runtime/) reconciles against: per route server the speaker settings, the FIB
 selection and persist settings, per peer the speaker's `PeerConfig` plus liveness and BFD
 parameters, and per association the table to write.
 
@@ -54,13 +54,11 @@ from controller.desired import (
     Problem,
     ProblemReason,
     RouteServerDesired,
-    SecretKey,
     Secrets,
     SelectionMode,
     SelectionSettings,
     SpeakerSettings,
     TableDesired,
-    TableTarget,
 )
 from controller.models.common import PrefixMatch, SecretKeyRef, selects
 from controller.models.resources import (
@@ -384,26 +382,4 @@ class _Context:
         )
 
 
-# The desired-state types are re-exported from controller.desired during the transition.
-__all__ = [
-    "TCP_MD5_MAX_KEY",
-    "WILDCARDS",
-    "AwsTable",
-    "BfdSettings",
-    "DesiredState",
-    "Liveness",
-    "NodeContext",
-    "NodeTable",
-    "PeerDesired",
-    "Problem",
-    "ProblemReason",
-    "RouteServerDesired",
-    "SecretKey",
-    "Secrets",
-    "SelectionSettings",
-    "SpeakerSettings",
-    "TableDesired",
-    "TableTarget",
-    "prefix_rules",
-    "translate",
-]
+__all__ = ["TCP_MD5_MAX_KEY", "prefix_rules", "translate"]

@@ -3,7 +3,7 @@
 Owns: `RouteWriter`, the protocol every table target implements (controller/writers/netlink.py for
 node tables; an AWS writer next) and the runtime drives, and its result types (`WriteReport`,
 `Rejection`, `RejectReason`). The route types it takes (`Prefix`, `Address`, `FibEntry`) are
-controller/desired.py's, re-exported here while callers move to that module.
+controller/desired.py's.
 
 May not touch: anything above the writers (the runtime, the agent, sources, translation): writers
 depend on controller.desired only (import-linter enforces it).
@@ -73,9 +73,6 @@ class RouteWriter(Protocol):
 
 
 __all__ = [
-    "Address",  # re-exported from controller.desired during the transition
-    "FibEntry",  # re-exported from controller.desired during the transition
-    "Prefix",  # re-exported from controller.desired during the transition
     "RejectReason",
     "Rejection",
     "RouteWriter",

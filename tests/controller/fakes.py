@@ -27,8 +27,8 @@ from bgp.rib.loc_rib import LocRib
 from bgp.rib.path import Path, PeerInfo
 from bgp.speaker import PeerConfig, PeerStateChanged, PeerStatus, RoutesChanged, SpeakerEvent
 from bgp.types import AsPath, AsPathSegment, IPAddress, PathAttributes, SegmentType, prefix_key
-from controller.translate import SelectionSettings, SpeakerSettings, TableDesired
-from controller.writers.base import Address, FibEntry, Prefix, Rejection, RejectReason, WriteReport
+from controller.desired import Address, FibEntry, Prefix, SelectionSettings, SpeakerSettings, TableDesired
+from controller.writers.base import Rejection, RejectReason, WriteReport
 
 
 class FakeSpeaker:

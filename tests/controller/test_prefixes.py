@@ -9,8 +9,8 @@ from ipaddress import ip_network
 import pytest
 
 from bgp.types import key_to_prefix, prefix_key
+from controller.desired import Prefix
 from controller.prefixes import HashedIPv4Network, HashedIPv6Network, prefix_from_key
-from controller.writers.base import Prefix
 
 CASES = [
     "10.0.0.0/8",

@@ -19,13 +19,12 @@ from bgp.fsm.events import DownReason, TransitionReason
 from bgp.rib.policy import MaxPrefixEvent
 from bgp.speaker import ConnectionRefused, EndOfRib, PrefixLimit
 from bgp.types import IPV4_UNICAST
+from controller.desired import DesiredState, FibEntry
 from controller.fib import PersistConfig, PersistState
 from controller.runtime import RestartDeferral, Runtime
 from controller.runtime import retry as retry_module
 from controller.runtime import route_server as route_server_module
 from controller.status import render, to_json
-from controller.translate import DesiredState
-from controller.writers.base import FibEntry
 from tests.controller.builders import association, desired, peer, server
 from tests.controller.fakes import FakeBfd, FakeSpeaker, FakeWriter, SpeakerFactory, WriterFactory
 

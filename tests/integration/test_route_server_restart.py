@@ -10,7 +10,7 @@ never be deleted (no delete/re-add), and the nexthop object it points at is not 
 Across the restart the appliances' sessions come back in whatever order they connect, and the
 standby's table may arrive first (FRR sends its own about a second after Established). The restarted
 route server defers the adopted prefixes until every peer has sent End-of-RIB, or until its deferral
-timer (controller/runtime.py, restart deferral), so the VIP never visits the standby: the monitor
+timer (controller/runtime/deferral.py), so the VIP never visits the standby: the monitor
 shows no notification for the VIP route nor for its nexthop object at all. Both with graceful restart
 negotiated (End-of-RIB from both) and without (FRR then sends none: the timer ends the deferral).
 """
