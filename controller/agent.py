@@ -35,7 +35,7 @@ import contextlib
 import functools
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -60,6 +60,15 @@ STATUS_INTERVAL = 10.0  # status sinks are called this often, and after every ap
 APPLY_DRAIN_TIMEOUT = 30.0  # on stop, an apply in progress gets this long to finish
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
+
+
+async def cancel_and_wait(tasks: Sequence[asyncio.Task[None]]) -> None:
+    """Cancel `tasks` and wait until each has ended (a task's own exception is its business)."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 class AgentStoppedError(Exception):
     """The agent stopped before the submitted state was applied."""
@@ -355,11 +364,7 @@ class Agent:
         if applier is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(applier), APPLY_DRAIN_TIMEOUT)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         stopped = AgentStoppedError("the agent stopped before this state was applied")
         for _, future in self._waiters:

@@ -42,7 +42,7 @@ import yaml
 from pydantic import ValidationError
 
 from controller import logs
-from controller.agent import REAPPLY_INTERVAL, Agent, AgentOptions, ApplyError
+from controller.agent import REAPPLY_INTERVAL, Agent, AgentOptions, ApplyError, cancel_and_wait
 from controller.desired import DesiredState, NodeContext, Problem, SecretKey
 from controller.models.resources import (
     RouteServer,
@@ -352,11 +352,7 @@ class FileSource:
         for unregister in self._unregister:
             unregister()
         self._unregister = []
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
 
     def request_reload(self) -> None:
