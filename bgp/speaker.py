@@ -927,23 +927,5 @@ def _worse(current: MaxPrefixEvent | None, result: IntakeResult) -> MaxPrefixEve
     return event if current is None or event > current else current
 
 
-__all__ = [
-    "ConnectionRefused",
-    "EndOfRib",
-    "GracefulMode",
-    "NegotiatedInfo",
-    "NotificationInfo",
-    "PeerConfig",
-    "PeerStateChanged",
-    "PeerStatus",
-    "PrefixLimit",
-    "RoutesChanged",
-    "Speaker",
-    "SpeakerEvent",
-    "SpeakerStatus",
-    "Subscription",
-    "notification_name",
-    "peer_security",
-    "to_key",
-    "transport_config",
-]
+# The configuration, event and status types are bgp/api.py's: import them from there.
+__all__ = ["Speaker", "Subscription", "peer_security", "to_key", "transport_config"]

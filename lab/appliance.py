@@ -30,8 +30,9 @@ from bfd.codec import State as BfdState
 from bfd.service import BfdProfile, BfdService, SessionHandle
 from bfd.session import StateChange
 from bfd.transport import Ports
+from bgp.api import PeerConfig, PeerStateChanged, SpeakerEvent
 from bgp.fsm.events import DownReason, State
-from bgp.speaker import PeerConfig, PeerStateChanged, Speaker, SpeakerEvent
+from bgp.speaker import Speaker
 from bgp.types import (
     GRACEFUL_SHUTDOWN,
     NO_ADVERTISE,

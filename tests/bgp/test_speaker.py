@@ -11,23 +11,20 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_network
 
 import pytest
 
-from bgp.codec.errors import CeaseSubcode, NotificationCode
-from bgp.fsm.events import DownReason, State, TransitionReason
-from bgp.rib.policy import ALLOW_ALL, ImportPolicy, MaxPrefix, MaxPrefixAction, MaxPrefixEvent, PrefixRule
-from bgp.speaker import (
+from bgp.api import (
     ConnectionRefused,
     EndOfRib,
     PeerConfig,
     PeerStateChanged,
     PrefixLimit,
     RoutesChanged,
-    Speaker,
     SpeakerEvent,
-    Subscription,
     notification_name,
-    to_key,
-    transport_config,
 )
+from bgp.codec.errors import CeaseSubcode, NotificationCode
+from bgp.fsm.events import DownReason, State, TransitionReason
+from bgp.rib.policy import ALLOW_ALL, ImportPolicy, MaxPrefix, MaxPrefixAction, MaxPrefixEvent, PrefixRule
+from bgp.speaker import Speaker, Subscription, to_key, transport_config
 from bgp.types import (
     IPV4_UNICAST,
     IPV6_UNICAST,

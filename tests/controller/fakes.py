@@ -20,12 +20,12 @@ from bfd.codec import State as BfdState
 from bfd.service import BfdProfile, ServiceStatus
 from bfd.session import StateChange
 from bfd.session import TransitionReason as BfdReason
+from bgp.api import PeerConfig, PeerStateChanged, PeerStatus, RoutesChanged, SpeakerEvent
 from bgp.fsm.events import DownReason, State, TransitionReason
 from bgp.rib.adj_rib_in import AdjRibIn
 from bgp.rib.decision import DecisionOptions
 from bgp.rib.loc_rib import LocRib
 from bgp.rib.path import Path, PeerInfo
-from bgp.speaker import PeerConfig, PeerStateChanged, PeerStatus, RoutesChanged, SpeakerEvent
 from bgp.types import AsPath, AsPathSegment, IPAddress, PathAttributes, SegmentType, prefix_key
 from controller.desired import Address, FibEntry, Prefix, SelectionSettings, SpeakerSettings, TableDesired
 from controller.writers.base import Rejection, RejectReason, WriteReport

@@ -15,9 +15,9 @@ from bfd.codec import Diag
 from bfd.codec import State as BfdState
 from bfd.session import StateChange
 from bfd.session import TransitionReason as BfdReason
+from bgp.api import ConnectionRefused, EndOfRib, PrefixLimit
 from bgp.fsm.events import DownReason, TransitionReason
 from bgp.rib.policy import MaxPrefixEvent
-from bgp.speaker import ConnectionRefused, EndOfRib, PrefixLimit
 from bgp.types import IPV4_UNICAST
 from controller.desired import DesiredState, FibEntry
 from controller.fib import PersistConfig, PersistState

@@ -13,8 +13,9 @@ from ipaddress import IPv4Address, IPv6Address, ip_network
 
 import pytest
 
+from bgp.api import PeerConfig, PeerStateChanged, RoutesChanged, SpeakerEvent
 from bgp.rib.policy import ImportPolicy, PrefixRule
-from bgp.speaker import PeerConfig, PeerStateChanged, RoutesChanged, Speaker, SpeakerEvent, to_key
+from bgp.speaker import Speaker, to_key
 from bgp.types import NO_EXPORT, AsPath, AsPathSegment, LargeCommunity, Origin, SegmentType
 from lab.appliance import (
     Appliance,

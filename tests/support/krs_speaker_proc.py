@@ -34,18 +34,18 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from bgp.fsm.events import DownReason
-from bgp.rib.policy import ImportPolicy, MaxPrefix, MaxPrefixAction, PrefixRule
-from bgp.speaker import (
+from bgp.api import (
     ConnectionRefused,
     EndOfRib,
     PeerConfig,
     PeerStateChanged,
     PrefixLimit,
     RoutesChanged,
-    Speaker,
     SpeakerEvent,
 )
+from bgp.fsm.events import DownReason
+from bgp.rib.policy import ImportPolicy, MaxPrefix, MaxPrefixAction, PrefixRule
+from bgp.speaker import Speaker
 from bgp.types import (
     IPV4_UNICAST,
     IPV6_UNICAST,
