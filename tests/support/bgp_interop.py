@@ -430,6 +430,11 @@ class RibSampler:
                     self.gaps.append((time.monotonic(), tuple(sorted(missing))))
             self._stop.wait(self.interval)
 
+    def take_more(self, count: int, timeout: float = 5.0) -> None:
+        """Block until `count` more samples were taken, so the sampling covers the moment of the call."""
+        target = self.samples + count
+        poll(lambda: self.samples >= target or bool(self.errors), f"{count} more RIB samples", timeout)
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -487,7 +492,7 @@ def check_refreshed_after_restart(
     """After a graceful restart (RFC 4724 §4.2): no gap for what came back; what did not come back
     stayed (stale) until its family's End-of-RIB, then was flushed; nothing is stale afterwards."""
     assert not sampler.errors
-    assert sampler.samples > 10
+    assert sampler.samples >= 6  # the test took samples while the daemon was away and after it came back
     assert [g for g in sampler.gaps if set(g[1]) & set(kept)] == []
     assert removed_prefixes(rs, kept, since) == []
     events = rs.events(since)
