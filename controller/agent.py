@@ -35,7 +35,7 @@ import contextlib
 import functools
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -43,6 +43,7 @@ from bfd.service import BfdService
 from controller import logs
 from controller.admin import DEFAULT_ADMIN_ADDRESS, admin_server, parse_address
 from controller.desired import DesiredState
+from controller.events import EventSink
 from controller.metrics import Metrics
 from controller.runtime import RESYNC_INTERVAL, Runtime
 from controller.status import AgentStatus
@@ -61,7 +62,6 @@ APPLY_DRAIN_TIMEOUT = 30.0  # on stop, an apply in progress gets this long to fi
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-
 async def cancel_and_wait(tasks: Sequence[asyncio.Task[None]]) -> None:
     """Cancel `tasks` and wait until each has ended (a task's own exception is its business)."""
     for task in tasks:
@@ -69,6 +69,7 @@ async def cancel_and_wait(tasks: Sequence[asyncio.Task[None]]) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
 
 class AgentStoppedError(Exception):
     """The agent stopped before the submitted state was applied."""
@@ -153,9 +154,12 @@ class Agent:
         *,
         runtime: RuntimeLike | None = None,
         bfd: BfdHost | None = None,
+        event_sinks: Iterable[EventSink] = (),
     ) -> None:
         """Builds the runtime and BFD service (unless a runtime is given: then `bfd` is the service the
-        agent starts and stops for it) and the admin server; nothing runs until `run`.
+        agent starts and stops for it) and the admin server; nothing runs until `run`. `event_sinks`
+        get every user-visible event besides the log line and the metric (the operator's Kubernetes
+        Events); they must not block (controller/events.py).
 
         Raises ValueError for an invalid admin address.
         """
@@ -169,6 +173,7 @@ class Agent:
                 resync_interval=options.resync_interval,
                 node_name=options.node_name,
                 version=options.version,
+                sinks=event_sinks,
             )
         else:
             self.bfd = bfd
@@ -195,6 +200,7 @@ class Agent:
         self._keep_routes: bool | None = None
         self._reload_callbacks: list[Callable[[], object]] = []
         self._sinks: list[StatusSink] = []
+        self._health_checks: list[Callable[[], bool]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._signals: list[signal.Signals] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -235,6 +241,10 @@ class Agent:
     def add_status_sink(self, sink: StatusSink) -> None:
         self._sinks.append(sink)
 
+    def add_health_check(self, check: Callable[[], bool]) -> None:
+        """`/healthz` also fails while `check()` is False (the operator: a watch gone stale)."""
+        self._health_checks.append(check)
+
     def request_stop(self, exit_code: int = 0, keep_routes: bool | None = None) -> None:
         """End `run` (a source that cannot go on passes exit_code 1); keep_routes as Runtime.stop."""
         self._exit_code = max(self._exit_code, exit_code)
@@ -258,7 +268,7 @@ class Agent:
         return self.runtime.status()
 
     def healthy(self) -> bool:
-        return self.runtime.healthy() and not self._failed
+        return self.runtime.healthy() and not self._failed and all(check() for check in self._health_checks)
 
     # -- lifecycle -----------------------------------------------------------------------------------
 

@@ -386,3 +386,14 @@ async def test_sighup_reloads_the_files_through_the_agent(
         "stopping",
         "stopped",
     ]
+
+
+def test_a_failing_health_check_fails_healthz_until_it_passes() -> None:
+    agent = Agent(AgentOptions(admin_address="127.0.0.1:0", bfd=False))
+    fresh = [True]
+    agent.add_health_check(lambda: fresh[0])
+    assert agent.healthy() is agent.runtime.healthy()
+    fresh[0] = False
+    assert agent.healthy() is False
+    fresh[0] = True
+    assert agent.healthy() is agent.runtime.healthy()
