@@ -143,6 +143,10 @@ class AgentOptions:
     route_protocol: int = DEFAULT_PROTOCOL  # rtnetlink protocol of our routes
     status_interval: float = STATUS_INTERVAL
     handle_signals: bool = True
+    # What SIGTERM/SIGINT do to the routes (Runtime.stop's keep_routes): None withdraws unless
+    # persistRoutes (standalone); True keeps them for the next agent to adopt (the operator: a
+    # SIGTERM there is a rolling update, an eviction or node maintenance, not a removal).
+    signal_keeps_routes: bool | None = None
 
 
 class Agent:
@@ -256,7 +260,10 @@ class Agent:
         """SIGTERM/SIGINT stop, SIGHUP reloads. Run again to take them back (kopf installs its own)."""
         loop = asyncio.get_running_loop()
         for sig in HANDLED_SIGNALS:
-            loop.add_signal_handler(sig, self._on_sighup if sig is signal.SIGHUP else self.request_stop)
+            if sig is signal.SIGHUP:
+                loop.add_signal_handler(sig, self._on_sighup)
+            else:
+                loop.add_signal_handler(sig, self._on_stop_signal)
             if sig not in self._signals:
                 self._signals.append(sig)
 
@@ -359,6 +366,9 @@ class Agent:
         for sig in self._signals:
             self._loop.remove_signal_handler(sig)
         self._signals = []
+
+    def _on_stop_signal(self) -> None:
+        self.request_stop(keep_routes=self.options.signal_keeps_routes)
 
     def _on_sighup(self) -> None:
         for callback in list(self._reload_callbacks):

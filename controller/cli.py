@@ -2,13 +2,15 @@
 
     routeserver run -f PATH [-f PATH ...]     run the route server from YAML files (standalone mode)
     routeserver validate -f PATH [...]        check the files as `run` would, then exit
+    routeserver agent [--kubeconfig PATH]     run on a cluster node, fed by the API server (operator)
     routeserver status [--json]               ask a running agent's admin endpoint for its status
 
 Exit codes: 0 success, 1 runtime failure (a port cannot be bound, the agent cannot be reached),
 2 invalid configuration or arguments.
 
-Owns: argument parsing and dispatch (`run`/`validate` to controller/standalone.py, `status` over
-HTTP, the lab subcommands it registers). May not touch: the runtime or the agent directly; lab
+Owns: argument parsing and dispatch (`run`/`validate` to controller/standalone.py, `agent` to
+controller/operator/main.py (imported only when that command runs), `status` over HTTP, the lab
+subcommands it registers). May not touch: the runtime or the agent directly; lab
 tooling only through its registered subcommands.
 """
 
@@ -122,6 +124,66 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     run.add_argument("--log-format", default="text", choices=("text", "json"))
 
+    agent = commands.add_parser(
+        "agent",
+        help="run on a cluster node: watch the route server objects and serve the endpoints they select",
+        description="The operator's agent (the Helm chart's DaemonSet runs it): one per node, fed by the "
+        "API server. SIGTERM keeps the routes for the next agent to adopt; deleting or deselecting "
+        "withdraws them.",
+    )
+    agent.add_argument(
+        "--kubeconfig", help="a kubeconfig (default: $KUBECONFIG, else the pod's ServiceAccount)"
+    )
+    agent.add_argument("--node-name", help="this node's Node name (default: $KRS_NODE_NAME)")
+    agent.add_argument(
+        "--namespace",
+        help="the release namespace: Leases and Secrets (default: $KRS_NAMESPACE, else default)",
+    )
+    agent.add_argument(
+        "--admin-address",
+        help="HOST:PORT for /metrics, /healthz and /status (default: $KRS_ADMIN_HOST:$KRS_ADMIN_PORT, "
+        f"else {DEFAULT_ADMIN_ADDRESS})",
+    )
+    agent.add_argument(
+        "--router-id", type=router_id, help="BGP Identifier for route servers without routerID"
+    )
+    agent.add_argument(
+        "--route-protocol",
+        type=route_protocol,
+        default=os.environ.get("KRS_ROUTE_PROTOCOL", str(DEFAULT_PROTOCOL)),
+        metavar="N",
+        help=f"rtnetlink protocol of our routes (default {DEFAULT_PROTOCOL}, env KRS_ROUTE_PROTOCOL)",
+    )
+    agent.add_argument("--no-bfd", action="store_true", help="run without BFD (liveness by hold timer only)")
+    agent.add_argument(
+        "--resync-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="list every route server object again this often (default 60)",
+    )
+    agent.add_argument(
+        "--secret-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="read the referenced Secrets again this often (default 10)",
+    )
+    agent.add_argument(
+        "--stale-after",
+        type=float,
+        default=180.0,
+        metavar="SECONDS",
+        help="/healthz fails when no watch has spoken for this long (default 180)",
+    )
+    agent.add_argument(
+        "--log-level",
+        default=os.environ.get("KRS_LOG_LEVEL", "info").upper(),
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    )
+    agent.add_argument("--log-format", default="json", choices=("text", "json"))
+
     check = commands.add_parser("validate", help="validate YAML files as `run` would, then exit")
     _files(check)
 
@@ -179,6 +241,18 @@ def _run(args: argparse.Namespace) -> int:
     return run(options)
 
 
+def _agent(args: argparse.Namespace) -> int:
+    from controller.operator import main as operator_main  # noqa: PLC0415 (kopf/kubernetes load only here)
+
+    logs.setup(args.log_level, args.log_format)
+    try:
+        settings = operator_main.settings_from_args(args, _version())
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return operator_main.run(settings)
+
+
 def _validate(args: argparse.Namespace) -> int:
     problems = validate(args.paths, recursive=args.recursive, namespace=args.namespace)
     for problem in problems:
@@ -213,6 +287,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.command == "validate":
         return _validate(args)
+    if args.command == "agent":
+        return _agent(args)
     handler = getattr(args, "handler", None)  # appliance, demo
     if handler is not None:
         return int(handler(args))

@@ -5,8 +5,6 @@ agent needs (read the CRs and write their status; no Secrets outside its namespa
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,39 +14,7 @@ import yaml
 
 from tests.support.apiserver import ApiServer
 from tests.support.crd_cases import CRD_DIR, MIN_SERVER, STATUSES, load_crds
-from tests.support.prereq import REPO_ROOT, require_binary
-
-CHART = REPO_ROOT / "charts" / "kube-route-server"
-RELEASE = "krs"
-NAMESPACE = "krs-system"
-FULLNAME = "krs-kube-route-server"
-
-
-class Helm:
-    """The cached helm binary with private config/cache/data directories."""
-
-    def __init__(self, home: Path, kubeconfig: Path | None = None) -> None:
-        self.bin = require_binary("helm")
-        self.env = {
-            **os.environ,
-            "HELM_CACHE_HOME": str(home / "cache"),
-            "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_DATA_HOME": str(home / "data"),
-        }
-        if kubeconfig is not None:
-            self.env["KUBECONFIG"] = str(kubeconfig)
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [self.bin, *args], capture_output=True, text=True, env=self.env, timeout=180, check=False
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)}:\n{result.stderr}")
-        return result
-
-    def template(self, *args: str) -> list[dict[str, Any]]:
-        out = self.run("template", RELEASE, str(CHART), "-n", NAMESPACE, *args).stdout
-        return [doc for doc in yaml.safe_load_all(out) if doc]
+from tests.support.helm import CHART, FULLNAME, NAMESPACE, RELEASE, Helm
 
 
 @pytest.fixture(scope="module")

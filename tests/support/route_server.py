@@ -129,6 +129,7 @@ class ServerSpec:
     metric: int | None = None
     listen_addresses: tuple[str, ...] | None = None
     router_id: str | None = None  # None: the agent picks its lowest IPv4 address
+    node_selector: dict[str, str] | None = None  # matchLabels (operator tests: which nodes serve it)
 
     def documents(self) -> list[dict[str, Any]]:
         spec: dict[str, Any] = {
@@ -151,6 +152,8 @@ class ServerSpec:
             spec["routerID"] = self.router_id
         if self.listen_addresses is not None:
             spec["listenAddresses"] = list(self.listen_addresses)
+        if self.node_selector is not None:
+            spec["nodeSelector"] = {"matchLabels": dict(self.node_selector)}
         node: dict[str, Any] = {"table": self.table}
         if self.metric is not None:
             node["metric"] = self.metric

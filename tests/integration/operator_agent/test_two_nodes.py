@@ -1,0 +1,173 @@
+"""`routeserver agent` on two "nodes" against a real API server, with BIRD and FRR appliances.
+
+The chart is installed with `helm`; each agent runs in its node's namespace with the chart's
+ServiceAccount token (exactly the chart's RBAC); the route server objects are applied with
+`kubectl`. fw-a (BIRD, AS 65001) and fw-b (FRR, AS 65002, the VIP prepended twice) peer with both
+nodes over BGP + BFD 100 ms x 3; node-a and node-b install the VIP in table 100.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.netns import Lab
+from tests.support.operator_lab import (
+    VIP,
+    AgentProcess,
+    Cluster,
+    TwoNodes,
+    cluster_fixture,
+    kopf_traces,
+    two_nodes,
+)
+from tests.support.route_server import PeerSpec, ServerSpec, kernel_routes
+
+pytestmark = [pytest.mark.netns, pytest.mark.interop, pytest.mark.apiserver, pytest.mark.slow]
+
+ENDPOINT = "routeserver.dev/endpoint"
+SPEC = ServerSpec(
+    (PeerSpec("fw-a", "10.0.1.11", 65001), PeerSpec("fw-b", "10.0.1.12", 65002)),
+    node_selector={ENDPOINT: "true"},
+)
+NODE_LABELS = {"node-a": {ENDPOINT: "true", "zone": "a"}, "node-b": {ENDPOINT: "true", "zone": "b"}}
+FW_A, FW_B = "10.0.1.11", "10.0.1.12"
+DETECTION = 0.3  # 100 ms x 3
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    yield from cluster_fixture(tmp_path_factory.mktemp("cluster"))
+
+
+@pytest.fixture
+def setup(lab: Lab, cluster: Cluster) -> Iterator[TwoNodes]:
+    nodes = two_nodes(lab, cluster, SPEC, NODE_LABELS, start_agents=False)
+    try:
+        cluster.apply(SPEC.documents())
+        for agent in nodes.agents.values():
+            agent.start()
+        yield nodes
+    finally:
+        for agent in nodes.agents.values():
+            agent.close()
+        cluster.delete_route_server_objects()
+        for name in NODE_LABELS:
+            cluster.kubectl("delete", "node", name, "--ignore-not-found", check=False)
+
+
+def _vip(agent: AgentProcess) -> set[str] | None:
+    return kernel_routes(agent.host, 100).get(VIP)
+
+
+def _wait_vip(setup: TwoNodes, hops: set[str] | None, timeout: float, what: str) -> None:
+    setup.wait_all(lambda a: _vip(a) == hops, timeout, what)
+
+
+class Sampler:
+    """Reads the VIP route of every node every 20 ms on a thread; counts samples without it."""
+
+    def __init__(self, setup: TwoNodes) -> None:
+        self.setup = setup
+        self.samples = 0
+        self.missing: list[tuple[str, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, agent in self.setup.agents.items():
+                if not _vip(agent):
+                    self.missing.append((name, time.time()))
+            self.samples += 1
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def test_both_nodes_route_the_vip_fail_over_and_follow_the_objects(setup: TwoNodes, cluster: Cluster) -> None:
+    setup.wait_all(
+        lambda a: all(p["bgp_state"] == "Established" for p in a.peers().values()),
+        60,
+        "both sessions Established",
+    )
+    _wait_vip(setup, {FW_A}, 30, "the VIP via fw-a")
+    for agent in setup.agents.values():
+        agent.wait_bfd_up(["fw-a", "fw-b"], 20)
+    columns = cluster.kubectl("get", "routeservers,routeserverpeers,routetableassociations")
+    assert "fw-a" in columns and "vip-table" in columns
+
+    # Freeze the active appliance: both nodes move the VIP to fw-b within detection + a margin.
+    frozen = time.monotonic()
+    setup.lab.hosts["fw-a"].freeze()
+    _wait_vip(setup, {FW_B}, 5, "the VIP via fw-b after freezing fw-a")
+    took = time.monotonic() - frozen
+    assert took < DETECTION + 2.0, f"failover took {took:.3f} s"
+    setup.lab.hosts["fw-a"].unfreeze()
+    _wait_vip(setup, {FW_A}, 40, "the VIP back via fw-a")
+
+    # node-b leaves the nodeSelector: it withdraws; node-a keeps routing.
+    cluster.label("node", "node-b", f"{ENDPOINT}=false")
+    setup.agents["node-b"].wait(lambda: _vip(setup.agents["node-b"]) is None, 15, "node-b withdrew")
+    assert _vip(setup.agents["node-a"]) == {FW_A}
+    cluster.label("node", "node-b", f"{ENDPOINT}=true")
+    setup.agents["node-b"].wait(lambda: _vip(setup.agents["node-b"]) == {FW_A}, 40, "node-b joined again")
+
+    # Delete the active peer: both nodes route via fw-b; the other session is not touched.
+    established = {n: a.peer("fw-b")["established_count"] for n, a in setup.agents.items()}
+    cluster.kubectl("delete", "routeserverpeer", "fw-a")
+    _wait_vip(setup, {FW_B}, 15, "the VIP via fw-b after deleting peer fw-a")
+    for name, agent in setup.agents.items():
+        assert "fw-a" not in agent.peers()
+        assert agent.peer("fw-b")["established_count"] == established[name]
+
+    # kopf wrote nothing on our objects.
+    for resource in ("routeservers", "routeserverpeers", "routetableassociations"):
+        for obj in cluster.items(resource):
+            assert kopf_traces(obj) == [], f"{resource}/{obj['metadata']['name']}"
+
+
+def test_sigterm_and_sigkill_of_an_agent_keep_the_vip_without_persist_routes(setup: TwoNodes) -> None:
+    setup.wait_all(
+        lambda a: all(p["bgp_state"] == "Established" for p in a.peers().values()),
+        60,
+        "both sessions Established",
+    )
+    _wait_vip(setup, {FW_A}, 30, "the VIP via fw-a")
+    with Sampler(setup) as sampler:
+        for agent in setup.agents.values():  # a rolling update: one node after the other
+            assert agent.terminate() == 0, agent.log()
+            agent.start()
+            agent.wait_established(["fw-a", "fw-b"], 60)
+        agent = setup.agents["node-a"]
+        assert agent.proc is not None
+        agent.kill()
+        agent.start()
+        agent.wait_established(["fw-a", "fw-b"], 60)
+    assert sampler.samples > 50
+    logs = "\n".join(
+        f"{name} {log.name}: {line}"
+        for name, agent in setup.agents.items()
+        for log in sorted(agent.host.workdir.glob("agent*.log"))
+        for line in log.read_text(errors="replace").splitlines()
+        if any(w in line for w in ("table", "deferral", "adopt", "withdr", "stopping", "started"))
+    )
+    assert sampler.missing == [], f"VIP missing in {sampler.missing} of {sampler.samples} samples\n{logs}"
+
+
+def test_deleting_the_route_server_withdraws_on_every_node(setup: TwoNodes, cluster: Cluster) -> None:
+    _wait_vip(setup, {FW_A}, 60, "the VIP via fw-a")
+    cluster.kubectl("delete", "routetableassociation", "vip-table")
+    _wait_vip(setup, None, 15, "the VIP withdrawn")
+    for agent in setup.agents.values():
+        assert agent.healthz() == 200
+        assert agent.route_server()["tables"] == []
