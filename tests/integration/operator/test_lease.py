@@ -6,6 +6,7 @@ Short timings keep it fast: duration 3 s, renew deadline 1.5 s, retry period 0.3
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import time
 import uuid
@@ -13,10 +14,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes import client
 
 from controller.operator.kube import Kube
 from controller.operator.lease import LeaseSet, lease_name
-from tests.support.apiserver import ApiServer
+from tests.support.apiserver import ApiServer, free_port
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.slow]
 
@@ -59,15 +61,26 @@ class Agent:
         self.kube = Kube.from_environment(str(kubeconfig))
         self.identity = identity
         self.changes: list[tuple[str, bool]] = []
+        self.changed_at: list[float] = []  # monotonic time of each entry of `changes`
         self.leases = LeaseSet(
             self.kube,
             namespace,
             identity,
-            on_change=lambda rs, leading: self.changes.append((rs, leading)),
+            on_change=self._changed,
             duration=DURATION,
             renew_deadline=RENEW_DEADLINE,
             retry_period=RETRY_PERIOD,
         )
+
+    def _changed(self, route_server: str, leading: bool) -> None:
+        self.changes.append((route_server, leading))
+        self.changed_at.append(time.monotonic())
+
+    def cut_off(self) -> None:
+        """From now on every Lease call of this agent goes to a port nobody listens on."""
+        configuration = copy.deepcopy(self.kube.configuration)
+        configuration.host = f"https://127.0.0.1:{free_port()}"
+        self.kube.coordination = client.CoordinationV1Api(client.ApiClient(configuration))
 
 
 @pytest.fixture
@@ -177,6 +190,27 @@ async def test_a_crashed_leader_is_replaced_after_the_lease_duration(
     # full duration from its sight of that renewal: never earlier than this.
     assert took_over > DURATION - RENEW_DEADLINE
     assert took_over <= DURATION + 2 * RETRY_PERIOD + MARGIN
+    assert lease_spec(apiserver, namespace, "rs1")["holderIdentity"] == follower.identity
+
+
+async def test_a_leader_cut_off_from_the_api_server_steps_down_before_anyone_takes_over(
+    apiserver: ApiServer, namespace: str, agents: Callable[..., Agent]
+) -> None:
+    leader, follower = await two_agents_one_leader(agents)
+    await asyncio.sleep(RETRY_PERIOD * 3)
+    leader.cut_off()
+    cut = time.monotonic()
+    await eventually(lambda: not leader.leases.is_leader("rs1"))
+    # The step-down is reported by the deadline timer even though no renew ever answers.
+    await eventually(lambda: leader.changes[-1] == ("rs1", False))
+    stepped_down = leader.changed_at[-1] - cut
+    await eventually(lambda: follower.leases.is_leader("rs1"))
+    took_over = follower.changed_at[-1] - cut
+    print(f"cut off: step-down after {stepped_down:.3f} s, takeover after {took_over:.3f} s")
+    assert stepped_down <= RENEW_DEADLINE + MARGIN
+    assert leader.changed_at[-1] < follower.changed_at[-1]
+    assert follower.changes == [("rs1", True)] and leader.changes == [("rs1", True), ("rs1", False)]
+    assert leader.kube.failures["lease"] >= 2
     assert lease_spec(apiserver, namespace, "rs1")["holderIdentity"] == follower.identity
 
 
