@@ -555,6 +555,7 @@ class LeaseSet:
         on_change: OnChange | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        # Fail here, not in a background task, on an empty identity or timings that do not nest.
         LeaseElection(identity, duration=duration, renew_deadline=renew_deadline, retry_period=retry_period)
         self.kube = kube
         self.namespace = namespace
