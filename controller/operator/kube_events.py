@@ -30,7 +30,8 @@ party could fill the Event store; the log line and metric cover it).
 
 Objects of our API are cluster-scoped, so Events go into one fixed namespace. The API server
 accepts Events about cluster-scoped objects only in "default" or "kube-system" (legacy Event
-validation: an empty regarding.namespace must go with one of those), hence the default.
+validation: an empty regarding.namespace must go with one of those; checked on a real API server:
+"does not match event.namespace" elsewhere), hence the default, and the constructor refuses others.
 
 Notes are built only from known fields of the event (addresses, states, counts, reason names,
 error strings of the speaker/BFD/writers) and cut to NOTE_LIMIT bytes; events carry no keys or
@@ -99,6 +100,7 @@ AGGREGATION_WINDOW = 600.0  # seconds: a repeat within this becomes a series upd
 ERROR_LOG_INTERVAL = 60.0
 STOP_TIMEOUT = 5.0
 SERIES_CACHE_SIZE = 4096  # aggregation keys remembered (least recently seen forgotten first)
+EVENT_NAMESPACES = ("default", "kube-system")  # the only ones the API server accepts (see above)
 NORMAL = "Normal"
 WARNING = "Warning"
 
@@ -364,23 +366,35 @@ def micro_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def event_name(regarding_name: str, moment: datetime) -> str:
+def event_name(regarding_name: str, nanoseconds: int) -> str:
     """`<name>.<hex nanoseconds>` as client-go names Events, within the name length limit."""
-    suffix = f".{int(moment.timestamp() * 1e9):x}"
+    suffix = f".{nanoseconds:x}"
     return regarding_name[: NAME_LIMIT - len(suffix)] + suffix
 
 
 def event_body(
-    spec: KubeEventSpec, *, node_name: str, namespace: str, moment: datetime, uid: str | None = None
+    spec: KubeEventSpec,
+    *,
+    node_name: str,
+    namespace: str,
+    moment: datetime,
+    uid: str | None = None,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """The events.k8s.io/v1 Event body for `spec`, first observed at `moment`."""
+    """The events.k8s.io/v1 Event body for `spec`, first observed at `moment`.
+
+    `name` defaults to `event_name` of the moment; a sink passes its own so that two Events on one
+    object in the same microsecond do not collide.
+    """
+    if name is None:
+        name = event_name(spec.name, int(moment.timestamp()) * 10**9 + moment.microsecond * 1000)
     regarding: dict[str, str] = {"apiVersion": API_VERSION, "kind": spec.kind, "name": spec.name}
     if uid:
         regarding["uid"] = uid
     return {
         "apiVersion": "events.k8s.io/v1",
         "kind": "Event",
-        "metadata": {"name": event_name(spec.name, moment), "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace},
         "eventTime": micro_time(moment),
         "reportingController": REPORTING_CONTROLLER,
         "reportingInstance": node_name[:FIELD_LIMIT],
@@ -456,8 +470,8 @@ class KubeEventSink:
     """An EventSink writing Kubernetes Events; `start()` on the running loop, `await stop()` at the end.
 
     Counters: `written` (API writes that succeeded, creates and series patches), `dropped` (events
-    lost: queue full, or still queued when stop() gave up), `aggregated` (occurrences folded into an
-    existing or pending Event instead of a new one), `failed` (API writes that failed).
+    lost: queue full, or still queued or in flight when stop() gave up), `aggregated` (occurrences
+    folded into an existing or pending Event instead of a new one), `failed` (API writes that failed).
     """
 
     def __init__(
@@ -472,6 +486,11 @@ class KubeEventSink:
         per_second: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if namespace not in EVENT_NAMESPACES:
+            raise ValueError(
+                f"Events about cluster-scoped objects must go into {' or '.join(EVENT_NAMESPACES)}, "
+                f"not {namespace!r} (the API server refuses them elsewhere)"
+            )
         self.kube = kube
         self.node_name = node_name
         self.namespace = namespace
@@ -483,6 +502,8 @@ class KubeEventSink:
         self._series: OrderedDict[tuple[str, str, str, str], _Series] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
         self._last_error_log: float | None = None
+        self._last_nanoseconds = 0
+        self._in_flight: _Pending | None = None
         self._idle = asyncio.Event()  # nothing queued, pending or being written
         self._idle.set()
         self.written = 0
@@ -520,6 +541,9 @@ class KubeEventSink:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         lost = self._queue.qsize() + sum(p.occurrences for p in self._pending.values())
+        if self._in_flight is not None:  # cancelled mid-write: the server may or may not have it
+            lost += self._in_flight.occurrences
+            self._in_flight = None
         self.dropped += lost
         self._pending.clear()
         while not self._queue.empty():
@@ -565,7 +589,9 @@ class KubeEventSink:
             await self._bucket.take()
             self._absorb_queued()  # what arrived while waiting joins its series
             key, pending = self._pending.popitem(last=False)
+            self._in_flight = pending
             await self._write(key, pending)
+            self._in_flight = None
 
     def _known_series(self, key: tuple[str, str, str, str]) -> _Series | None:
         now = self._clock()
@@ -621,11 +647,21 @@ class KubeEventSink:
         spec = pending.spec
         uid = self._uid(spec)
         body = event_body(
-            spec, node_name=self.node_name, namespace=self.namespace, moment=pending.first, uid=uid
+            spec,
+            node_name=self.node_name,
+            namespace=self.namespace,
+            moment=pending.first,
+            uid=uid,
+            name=event_name(spec.name, self._unique_nanoseconds()),
         )
         if pending.occurrences > 1:
             body.update(series_patch(pending.occurrences, pending.last))
         return body
+
+    def _unique_nanoseconds(self) -> int:
+        """Wall-clock nanoseconds, strictly increasing within this sink (Event names never repeat)."""
+        self._last_nanoseconds = max(time.time_ns(), self._last_nanoseconds + 1)
+        return self._last_nanoseconds
 
     def _uid(self, spec: KubeEventSpec) -> str | None:
         if self.uid_of is None:
@@ -664,6 +700,7 @@ def _created_name(created: Any, fallback: str) -> str:
 
 __all__ = [
     "AGGREGATION_WINDOW",
+    "EVENT_NAMESPACES",
     "MAPPED_EVENTS",
     "NOTE_LIMIT",
     "REPORTING_CONTROLLER",

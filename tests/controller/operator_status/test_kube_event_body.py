@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import time
 from datetime import UTC, datetime
 from typing import cast
 
@@ -219,7 +220,7 @@ def test_each_mapped_event_has_a_valid_events_k8s_io_body(
     assert spec is not None
     body = event_body(spec, node_name="node-a", namespace="default", moment=MOMENT, uid="u-1")
     assert body["apiVersion"] == "events.k8s.io/v1" and body["kind"] == "Event"
-    assert body["metadata"] == {"name": event_name(name, MOMENT), "namespace": "default"}
+    assert body["metadata"] == {"name": f"{name}.{int(MOMENT.timestamp() * 10**9):x}", "namespace": "default"}
     assert body["regarding"] == {
         "apiVersion": "routeserver.dev/v1alpha1",
         "kind": kind,
@@ -277,7 +278,7 @@ def test_long_notes_are_cut_to_one_kilobyte_of_utf8() -> None:
 
 def test_names_fit_the_name_limit_and_series_patch_is_count_and_time() -> None:
     long_name = "p" * 253
-    name = event_name(long_name, MOMENT)
+    name = event_name(long_name, time.time_ns())
     assert len(name) <= 253 and re.match(r"^p+\.[0-9a-f]+$", name)
     assert series_patch(5, MOMENT) == {
         "series": {"count": 5, "lastObservedTime": "2026-12-03T13:00:00.000000Z"}
@@ -294,3 +295,9 @@ def test_body_without_uid_leaves_uid_out_and_the_key_groups_repeats() -> None:
     other = describe(ev.BgpSessionDown(RS, PEER, "198.51.100.10", "Established", "PeerDeconfigured"))
     assert again is not None and same is not None and other is not None
     assert again.key == same.key != other.key
+
+
+def test_namespaces_the_api_server_refuses_for_cluster_scoped_objects_are_refused() -> None:
+    with pytest.raises(ValueError, match="default or kube-system"):
+        KubeEventSink(cast(Kube, None), "node-a", namespace="krs-system")
+    assert KubeEventSink(cast(Kube, None), "node-a", namespace="kube-system").namespace == "kube-system"
