@@ -18,7 +18,7 @@ import yaml
 
 from controller import events as ev
 from controller.operator.kube import Kube
-from controller.operator.kube_events import KubeEventSink, describe
+from controller.operator.kube_events import AGGREGATION_WINDOW, KubeEventSink, describe
 from tests.controller.operator_status.test_kube_event_body import CASES
 from tests.support.apiserver import ApiServer
 from tests.support.crd_cases import CRD_DIR, load_crds
@@ -29,7 +29,16 @@ CLUSTER_ROLE = Path(__file__).parents[3] / "charts/kube-route-server/templates/c
 SERVER = "kev-server"
 ASSOCIATION = "kev-assoc"
 BURST_PEERS = [f"kev-burst-{i:02d}" for i in range(20)]
-PEERS = ["kev-down", "kev-repeat", "kev-spread", "kev-rate", "kev-denied", *BURST_PEERS]
+PEERS = [
+    "kev-down",
+    "kev-repeat",
+    "kev-spread",
+    "kev-rate",
+    "kev-denied",
+    "kev-gone",
+    "kev-window",
+    *BURST_PEERS,
+]
 SA_NAMESPACE = "krs-events"
 
 
@@ -317,3 +326,39 @@ async def test_stop_gives_up_after_its_bound_and_counts_the_rest_as_dropped(
     assert sink.written + sink.dropped == 100
     assert waited < 30  # bounded (5 s, generous margin for a loaded machine)
     print(f"\nstop(): waited {waited:.2f}s, wrote {sink.written}, dropped {sink.dropped}")
+
+
+async def test_a_repeat_after_its_event_was_deleted_creates_a_new_event(
+    api: ApiServer, kube: Kube, uids: dict[tuple[str, str], str]
+) -> None:
+    sink = _sink(kube, uids)
+    sink.start()
+    sink.emit(_down("kev-gone"))
+    await _until(lambda: sink.written == 1)
+    (first,) = _events_about(api, "kev-gone")
+    api.kubectl("delete", "events.events.k8s.io", "-n", "default", first["metadata"]["name"])  # as if expired
+    sink.emit(_down("kev-gone"))
+    await sink.stop()
+    (second,) = _events_about(api, "kev-gone")
+    assert second["metadata"]["name"] != first["metadata"]["name"] and "series" not in second
+    assert (sink.written, sink.failed) == (2, 0)
+    assert kube.request_counts()["events"] == 3  # create, the patch that found nothing, create
+
+
+async def test_a_repeat_after_the_aggregation_window_is_a_new_event(
+    api: ApiServer, kube: Kube, uids: dict[tuple[str, str], str]
+) -> None:
+    now = [1000.0]
+    sink = _sink(kube, uids, clock=lambda: now[0])  # the bucket's burst of 25 covers both writes
+    sink.start()
+    sink.emit(_down("kev-window"))
+    await _until(lambda: sink.written == 1)
+    now[0] += AGGREGATION_WINDOW - 1
+    sink.emit(_down("kev-window"))
+    await _until(lambda: sink.written == 2)
+    now[0] += AGGREGATION_WINDOW + 1
+    sink.emit(_down("kev-window"))
+    await sink.stop()
+    counts = sorted(e.get("series", {}).get("count", 1) for e in _events_about(api, "kev-window"))
+    assert counts == [1, 2]  # within the window: a series of 2; after it: a new Event
+    assert kube.request_counts()["events"] == sink.written == 3
