@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-## Go-built test binaries (kube-apiserver, etcd, kubectl, helm), cached by version.
+## Go-built test binaries (kube-apiserver, kube-controller-manager, etcd, kubectl, helm), cached by version.
 tools:
 	bash .ci/build-go-tools.sh $(BIN)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the Go test binaries from the Go module proxy, cached by version:
-#   kube-apiserver, kubectl (Kubernetes), etcd, helm.
+#   kube-apiserver, kube-controller-manager, kubectl (Kubernetes), etcd, helm.
 # Usage: build-go-tools.sh BIN_DIR. Binaries go to BIN_DIR/../go-tools/<name>-<version>, BIN_DIR/<name>
 # links to them. Go's module and build caches stay in Go's defaults under $HOME, so a fresh clone
 # re-links in seconds. Safe to re-run: nothing is rebuilt that exists.
@@ -66,9 +66,10 @@ build_helm() {
 
 build etcd "etcd-v$ETCD_VERSION" build_etcd
 build kube-apiserver "kube-apiserver-v$K8S_VERSION" build_k8s kube-apiserver
+build kube-controller-manager "kube-controller-manager-v$K8S_VERSION" build_k8s kube-controller-manager
 build kubectl "kubectl-v$K8S_VERSION" build_k8s kubectl
 build helm "helm-v$HELM_VERSION" build_helm
-for tool in etcd kube-apiserver kubectl helm; do
+for tool in etcd kube-apiserver kube-controller-manager kubectl helm; do
   [[ -x "$bin_dir/$tool" ]] || { echo "missing $bin_dir/$tool" >&2; exit 1; }
 done
 echo "go tools ready in $bin_dir"

@@ -99,10 +99,10 @@ subjects:
     assert allowed.returncode == 0, allowed.stderr
 
 
-def test_closing_the_server_stops_etcd_and_the_apiserver() -> None:
+def test_closing_the_server_stops_etcd_the_apiserver_and_the_controller_manager() -> None:
     with ApiServer() as server:
         pids = server.pids()
-        assert len(pids) == 2
+        assert len(pids) == 3  # etcd, kube-apiserver, kube-controller-manager
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

@@ -1,10 +1,17 @@
-"""A real Kubernetes API server for tests: etcd + kube-apiserver on loopback, TLS and RBAC.
+"""A real Kubernetes control plane for tests: etcd + kube-apiserver + kube-controller-manager on
+loopback, TLS and RBAC.
 
 The binaries come from `.ci/build-go-tools.sh` (built from Go modules, cached by version). The
-server is as close to a real control plane as the operator needs: TLS with a private CA, client
+cluster is as close to a real control plane as the operator needs: TLS with a private CA, client
 certificates for an admin in system:masters, RBAC authorization, service-account signing keys so
-the TokenRequest API mints real tokens for restricted ServiceAccounts. No controller manager runs,
-so nothing reconciles pods; the route server's operator does not need it.
+the TokenRequest API mints real tokens for restricted ServiceAccounts. The controller manager
+(`controller_manager=True`, the default) runs only the controllers the operator relies on: garbage
+collection of ownerReferences, namespace deletion, the `default` ServiceAccount and legacy token
+Secrets, and the `kube-root-ca.crt` ConfigMap in every namespace. Nothing schedules or runs pods.
+`stop_apiserver()`/`start_apiserver()` take only the kube-apiserver down and up again (same port,
+etcd and certificates) for API-outage tests; etcd and the controller manager keep running.
+
+This module owns the processes it starts and stops them by PID; it never touches anything else.
 """
 
 from __future__ import annotations
@@ -13,9 +20,12 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -53,19 +63,36 @@ class _Proc:
                 self.popen.wait(timeout=10)
 
 
-class ApiServer:
-    """etcd + kube-apiserver; `kubeconfig` is an admin credential. Use as a context manager."""
+# The controllers the operator relies on (names as `kube-controller-manager --help` lists them).
+CONTROLLERS = (
+    "garbage-collector-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+)
 
-    def __init__(self) -> None:
+
+class ApiServer:
+    """etcd + kube-apiserver (+ kube-controller-manager); `kubeconfig` is an admin credential.
+    Use as a context manager."""
+
+    def __init__(self, controller_manager: bool = True) -> None:
         self.etcd_bin = require_binary("etcd")
         self.apiserver_bin = require_binary("kube-apiserver")
         self.kubectl_bin = require_binary("kubectl")
+        self.controller_manager_bin = (
+            require_binary("kube-controller-manager") if controller_manager else None
+        )
         self.dir = Path(tempfile.mkdtemp(prefix="krs-apiserver-"))
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.kubeconfig = self.dir / "admin.kubeconfig"
+        self.controller_manager_port = free_port() if controller_manager else None
         self._etcd: _Proc | None = None
         self._apiserver: _Proc | None = None
+        self._controller_manager: _Proc | None = None
+        self._apiserver_argv: list[str] = []
 
     def __enter__(self) -> ApiServer:
         try:
@@ -108,6 +135,15 @@ class ApiServer:
         client_ext = pki / "client.ext"
         client_ext.write_text("extendedKeyUsage=clientAuth\n")
         self._leaf("admin", "/O=system:masters/CN=krs-admin", client_ext)
+        if self.controller_manager_bin is not None:
+            # Its own identity, in system:masters: with --use-service-account-credentials=false every
+            # controller acts as this user, and the garbage collector and the namespace controller
+            # delete arbitrary resources (custom ones too), which the default
+            # system:kube-controller-manager ClusterRole (list/watch everything, write only Secrets
+            # and ServiceAccounts) does not grant.
+            self._leaf(
+                "controller-manager", "/O=system:masters/CN=system:kube-controller-manager", client_ext
+            )
         _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
         _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
@@ -199,28 +235,26 @@ class ApiServer:
             ],
             self.dir / "etcd.log",
         )
-        self._apiserver = _Proc(
-            [
-                self.apiserver_bin,
-                f"--etcd-servers=http://127.0.0.1:{client}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                f"--secure-port={self.port}",
-                f"--tls-cert-file={pki / 'server.crt'}",
-                f"--tls-private-key-file={pki / 'server.key'}",
-                f"--client-ca-file={pki / 'ca.crt'}",
-                "--authorization-mode=RBAC",
-                f"--service-account-key-file={pki / 'sa.pub'}",
-                f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--service-account-issuer=https://kubernetes.default.svc",
-                "--service-cluster-ip-range=10.96.0.0/24",
-                "--endpoint-reconciler-type=none",
-                f"--cert-dir={self.dir / 'certs'}",
-                "--enable-priority-and-fairness=false",
-                "--v=0",
-            ],
-            self.dir / "kube-apiserver.log",
-        )
+        self._apiserver_argv = [
+            self.apiserver_bin,
+            f"--etcd-servers=http://127.0.0.1:{client}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.port}",
+            f"--tls-cert-file={pki / 'server.crt'}",
+            f"--tls-private-key-file={pki / 'server.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            "--authorization-mode=RBAC",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            "--service-cluster-ip-range=10.96.0.0/24",
+            "--endpoint-reconciler-type=none",
+            f"--cert-dir={self.dir / 'certs'}",
+            "--enable-priority-and-fairness=false",
+            "--v=0",
+        ]
+        self._apiserver = _Proc(self._apiserver_argv, self.dir / "kube-apiserver.log")
         self._write_kubeconfig(
             self.kubeconfig,
             {
@@ -229,12 +263,84 @@ class ApiServer:
             },
         )
         self._wait_ready()
+        if self.controller_manager_bin is not None:
+            self._start_controller_manager(self.controller_manager_bin)
+
+    def _start_controller_manager(self, binary: str) -> None:
+        pki = self.dir / "pki"
+        kubeconfig = self._write_kubeconfig(
+            self.dir / "controller-manager.kubeconfig",
+            {
+                "client-certificate": str(pki / "controller-manager.crt"),
+                "client-key": str(pki / "controller-manager.key"),
+            },
+        )
+        self._controller_manager = _Proc(
+            [
+                binary,
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.controller_manager_port}",
+                f"--tls-cert-file={pki / 'server.crt'}",
+                f"--tls-private-key-file={pki / 'server.key'}",
+                f"--controllers={','.join(CONTROLLERS)}",
+                "--use-service-account-credentials=false",
+                "--leader-elect=false",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                "--v=0",
+            ],
+            self.dir / "kube-controller-manager.log",
+        )
+        self._wait_controller_manager_ready()
+
+    def _wait_controller_manager_ready(self, timeout: float = 60.0) -> None:
+        proc = self._controller_manager
+        assert proc is not None
+        context = ssl.create_default_context(cafile=str(self.dir / "pki" / "ca.crt"))
+        url = f"https://127.0.0.1:{self.controller_manager_port}/healthz"
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            if not proc.alive():
+                raise RuntimeError(
+                    f"kube-controller-manager exited:\n{proc.log.read_text(errors='replace')[-3000:]}"
+                )
+            try:
+                with urllib.request.urlopen(url, context=context, timeout=5) as response:
+                    body = response.read().decode(errors="replace").strip()
+                if body == "ok":
+                    return
+                last = body
+            except (urllib.error.URLError, OSError) as exc:
+                last = str(exc)
+            time.sleep(0.25)
+        raise RuntimeError(f"kube-controller-manager not healthy after {timeout}s: {last}")
+
+    def stop_apiserver(self) -> None:
+        """Stop only the kube-apiserver (etcd and the controller manager keep running)."""
+        if self._apiserver is not None:
+            self._apiserver.stop()
+
+    def start_apiserver(self) -> None:
+        """Start the kube-apiserver again after `stop_apiserver()`: same port, etcd and certificates;
+        returns once it is ready."""
+        if self._apiserver is not None and self._apiserver.alive():
+            raise RuntimeError("kube-apiserver is already running")
+        self._apiserver = _Proc(self._apiserver_argv, self.dir / "kube-apiserver.log")
+        self._wait_ready()
 
     def _wait_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
-            for proc, name in ((self._etcd, "etcd"), (self._apiserver, "kube-apiserver")):
+            for proc, name in (
+                (self._etcd, "etcd"),
+                (self._apiserver, "kube-apiserver"),
+                (self._controller_manager, "kube-controller-manager"),
+            ):
                 if proc is not None and not proc.alive():
                     raise RuntimeError(f"{name} exited:\n{proc.log.read_text(errors='replace')[-3000:]}")
             result = self.kubectl("get", "--raw", "/readyz", check=False)
@@ -291,10 +397,12 @@ class ApiServer:
         return config.new_client_from_config(config_file=str(kubeconfig or self.kubeconfig))  # type: ignore[no-untyped-call]
 
     def pids(self) -> list[int]:
-        return [p.popen.pid for p in (self._etcd, self._apiserver) if p is not None]
+        """PIDs of every process this server started (etcd, kube-apiserver, kube-controller-manager)."""
+        procs = (self._etcd, self._apiserver, self._controller_manager)
+        return [p.popen.pid for p in procs if p is not None]
 
     def close(self) -> None:
-        for proc in (self._apiserver, self._etcd):
+        for proc in (self._controller_manager, self._apiserver, self._etcd):
             if proc is not None:
                 proc.stop()
         if os.environ.get("KRS_KEEP_APISERVER") != "1":

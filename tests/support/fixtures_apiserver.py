@@ -1,4 +1,5 @@
-"""pytest fixtures for a real kube-apiserver + etcd (one per test session: it takes seconds to start)."""
+"""pytest fixtures for a real etcd + kube-apiserver + kube-controller-manager (one per test session:
+it takes seconds to start)."""
 
 from __future__ import annotations
 
