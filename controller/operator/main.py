@@ -25,6 +25,8 @@ from ipaddress import IPv4Address
 from controller.admin import DEFAULT_ADMIN_ADDRESS
 from controller.agent import Agent, AgentOptions
 from controller.operator.kube import Kube
+from controller.operator.kube_events import KubeEventSink
+from controller.operator.lease import LeaseSet
 from controller.operator.source import (
     RESYNC_INTERVAL,
     SECRET_INTERVAL,
@@ -35,6 +37,9 @@ from controller.operator.source import (
 from controller.writers.factory import DEFAULT_PROTOCOL
 
 log = logging.getLogger(__name__)
+
+# Events about our cluster-scoped objects: the API server accepts them only in default/kube-system.
+EVENT_NAMESPACE = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,19 +84,29 @@ def settings_from_args(args: argparse.Namespace, version: str = "") -> AgentSett
     )
 
 
-def build(settings: AgentSettings) -> tuple[Agent, OperatorSource, Kube]:
-    """The agent, its source and the client; raises ValueError/RuntimeError for bad settings."""
+@dataclass
+class Operator:
+    """The parts of one agent process, wired; `run()` hosts them until SIGTERM."""
+
+    kube: Kube
+    source: OperatorSource
+    events: KubeEventSink
+    leases: LeaseSet
+    agent: Agent
+
+    async def run(self) -> int:
+        self.events.start()
+        try:
+            return await self.agent.run(self.source)
+        finally:
+            await self.leases.stop()  # released: another endpoint takes the summary over at once
+            await self.events.stop()
+            await asyncio.to_thread(self.kube.close)
+
+
+def build(settings: AgentSettings) -> Operator:
+    """The agent, its source and sinks, wired; raises ValueError/RuntimeError for bad settings."""
     kube = Kube.from_environment(settings.kubeconfig)
-    agent = Agent(
-        AgentOptions(
-            admin_address=settings.admin_address,
-            bfd=settings.bfd,
-            node_name=settings.node_name,
-            version=settings.version,
-            route_protocol=settings.route_protocol,
-            signal_keeps_routes=True,
-        )
-    )
     source = OperatorSource(
         kube,
         OperatorOptions(
@@ -103,19 +118,30 @@ def build(settings: AgentSettings) -> tuple[Agent, OperatorSource, Kube]:
             stale_after=settings.stale_after,
         ),
     )
-    return agent, source, kube
+    events = KubeEventSink(kube, settings.node_name, EVENT_NAMESPACE, uid_of=source.uid_of)
+    agent = Agent(
+        AgentOptions(
+            admin_address=settings.admin_address,
+            bfd=settings.bfd,
+            node_name=settings.node_name,
+            version=settings.version,
+            route_protocol=settings.route_protocol,
+            signal_keeps_routes=True,
+        ),
+        event_sinks=[events],
+    )
+    leases = LeaseSet(kube, settings.namespace, settings.node_name)
+    source.on_desired(lambda desired: leases.ensure(rs.name for rs in desired.route_servers))
+    return Operator(kube, source, events, leases, agent)
 
 
 async def run_agent(settings: AgentSettings) -> int:
     try:
-        agent, source, kube = build(settings)
+        operator = build(settings)
     except (ValueError, RuntimeError) as exc:
         log.error("%s", exc)
         return 2
-    try:
-        return await agent.run(source)
-    finally:
-        await asyncio.to_thread(kube.close)
+    return await operator.run()
 
 
 def run(settings: AgentSettings) -> int:
@@ -123,4 +149,4 @@ def run(settings: AgentSettings) -> int:
     return asyncio.run(run_agent(settings))
 
 
-__all__ = ["AgentSettings", "build", "run", "run_agent", "settings_from_args"]
+__all__ = ["AgentSettings", "Operator", "build", "run", "run_agent", "settings_from_args"]

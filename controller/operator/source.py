@@ -79,6 +79,7 @@ from controller.translate import translate
 log = logging.getLogger(__name__)
 
 WATCHED = (ROUTE_SERVERS, PEERS, ASSOCIATIONS)
+PLURAL_OF_KIND = {KIND_OF_PLURAL[p]: p for p in WATCHED}
 RESYNC_INTERVAL = 60.0  # the full listing, the source of truth
 SECRET_INTERVAL = 10.0  # referenced Secrets are read again this often
 DEBOUNCE = 0.05  # changes within this window become one translation
@@ -283,6 +284,26 @@ class OperatorSource:
         self._node_thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listed_problems: frozenset[str] = frozenset()
+        self._listeners: list[Callable[[DesiredState], None]] = []
+
+    # -- what the status sinks read ----------------------------------------------------------------
+
+    def on_desired(self, listener: Callable[[DesiredState], None]) -> None:
+        """Call `listener(desired)` (on the loop, cheap) with every state submitted."""
+        self._listeners.append(listener)
+
+    def uid_of(self, kind: str, name: str) -> str | None:
+        """The uid of a watched object (for ownerReferences and Events), None if unknown."""
+        plural = PLURAL_OF_KIND.get(kind)
+        entry = self.store.objects[plural].get(name) if plural is not None else None
+        if entry is None or entry.body is None:
+            return None
+        uid = entry.body.get("metadata", {}).get("uid")
+        return str(uid) if uid else None
+
+    def objects(self) -> dict[str, list[Mapping[str, Any]]]:
+        """plural -> the live objects of the cache (do not modify them)."""
+        return {plural: self.store.live(plural) for plural in WATCHED}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -659,6 +680,11 @@ class OperatorSource:
         self._log_problems(desired)
         sources = tuple(f"{KIND_OF_PLURAL[p]}/{b['metadata']['name']}" for p in WATCHED for b in objects[p])
         self.submissions += 1
+        for listener in list(self._listeners):
+            try:
+                listener(desired)
+            except Exception:
+                log.exception("desired-state listener failed")
         await agent.submit(desired, sources=sources)
 
     def _log_problems(self, desired: DesiredState) -> None:

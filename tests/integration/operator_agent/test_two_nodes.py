@@ -11,10 +11,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from tests.support.netns import Lab
+from tests.support.netns import Lab, wait_until
 from tests.support.operator_lab import (
     VIP,
     AgentProcess,
@@ -61,6 +62,28 @@ def setup(lab: Lab, cluster: Cluster) -> Iterator[TwoNodes]:
 
 def _vip(agent: AgentProcess) -> set[str] | None:
     return kernel_routes(agent.host, 100).get(VIP)
+
+
+def _events(cluster: Cluster, regarding: str, reason: str) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in cluster.items(
+            "events.events.k8s.io", "-n", "default", f"--field-selector=regarding.name={regarding}"
+        )
+        if e.get("reason") == reason
+    ]
+
+
+def _wait_events(cluster: Cluster, regarding: str, reason: str, nodes: set[str]) -> list[dict[str, Any]]:
+    """Until an Event with `reason` on `regarding` exists from each node; returns them."""
+    found: list[dict[str, Any]] = []
+
+    def seen() -> bool:
+        found[:] = _events(cluster, regarding, reason)
+        return {e.get("reportingInstance") for e in found} >= nodes
+
+    wait_until(seen, 20, what=f"{reason} Events on {regarding} from {sorted(nodes)}")
+    return found
 
 
 def _wait_vip(setup: TwoNodes, hops: set[str] | None, timeout: float, what: str) -> None:
@@ -113,6 +136,10 @@ def test_both_nodes_route_the_vip_fail_over_and_follow_the_objects(setup: TwoNod
     took = time.monotonic() - frozen
     assert took < DETECTION + 2.0, f"failover took {took:.3f} s"
     setup.lab.hosts["fw-a"].unfreeze()
+    # One Event per state change, from each node: BFD down on the peer, the failover on the server.
+    _wait_events(cluster, "fw-a", "BFDDown", {"node-a", "node-b"})
+    failovers = _wait_events(cluster, "vip", "Failover", {"node-a", "node-b"})
+    assert all("to [10.0.1.12]" in e["note"] for e in failovers), failovers
     _wait_vip(setup, {FW_A}, 40, "the VIP back via fw-a")
 
     # node-b leaves the nodeSelector: it withdraws; node-a keeps routing.
