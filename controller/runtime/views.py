@@ -183,6 +183,7 @@ def peer_view(rs: RouteServerRuntime, peer: PeerRuntime, bfd_sessions: BfdSessio
         held_idle_until=status.held_idle_until if status is not None else None,
         config_error=peer.error,
         negotiated=negotiated_view(status),
+        prefixes_installed=rs.installed.get(peer.name) if status is not None else None,
     )
 
 

@@ -250,3 +250,36 @@ async def test_an_existing_object_is_adopted_and_one_of_a_gone_peer_deleted() ->
     assert restarted.writes == {"patch": 1, "delete": 1}
     assert list(api.objects) == ["p1.n1"]
     assert api.objects["p1.n1"]["status"]["prefixesAccepted"] == 4
+
+
+async def test_an_object_created_meanwhile_is_adopted_on_conflict() -> None:
+    writer, api = _writer({"p1": "u1"})
+    await writer.publish(agent_status("n1", {"rs": []}))  # listed: nothing yet
+    api.objects["p1.n1"] = {**session_object("p1.n1", "n1", "p1", "rs", "u1"), "status": {}}
+    await writer.publish(agent_status("n1", {"rs": [peer_view("p1")]}))
+    assert api.calls == ["list", "create", "get", "patch"]
+    assert writer.writes == {"patch": 1}
+    assert api.objects["p1.n1"]["status"]["bgpState"] == "Established"
+
+
+async def test_errors_are_logged_once_and_retried_at_the_next_publish(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    writer, api = _writer({"p1": "u1"})
+    failing = api.create_cluster_custom_object
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        raise ApiException(status=500, reason="Internal")
+
+    api.create_cluster_custom_object = refuse  # type: ignore[method-assign]
+    status = agent_status("n1", {"rs": [peer_view("p1")]})
+    for _ in range(3):
+        await writer.publish(status)
+    failures = [r for r in caplog.records if getattr(r, "event", None) == "session_write_failed"]
+    assert len(failures) == 1
+    api.create_cluster_custom_object = failing  # type: ignore[method-assign]
+    await writer.publish(status)
+    assert api.objects["p1.n1"]["status"]["prefixesReceived"] == 5
+    assert writer.writes == {"create": 1, "patch": 1}
