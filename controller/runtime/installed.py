@@ -53,11 +53,25 @@ class InstalledCounts:
                 if new is not None and new.next_hop is not None:
                     counts[new.peer.peer_id] += 1
             return
+        # ECMP: the paths of one UPDATE share their Path objects, so the peers of each distinct
+        # (best, ECMP set) are worked out once per call, keyed by the paths' identities.
+        seen: dict[tuple[int, ...], tuple[str, ...]] = {}
         for change in changes:
-            for peer_id in self._peers(change.old_best, change.old_ecmp):
-                counts[peer_id] -= 1
-            for peer_id in self._peers(change.new_best, change.new_ecmp):
-                counts[peer_id] += 1
+            for best, ecmp, step in (
+                (change.old_best, change.old_ecmp, -1),
+                (change.new_best, change.new_ecmp, 1),
+            ):
+                if best is None or best.next_hop is None:
+                    continue
+                if len(ecmp) <= 1:
+                    counts[best.peer.peer_id] += step
+                    continue
+                key = tuple(map(id, ecmp))
+                peers = seen.get(key)
+                if peers is None:
+                    peers = seen[key] = tuple(self._peers(best, ecmp))
+                for peer_id in peers:
+                    counts[peer_id] += step
 
     def recount(self, selected: Iterable[tuple[Path | None, Sequence[Path]]]) -> None:
         """Counts from scratch: (best, ECMP set) of every prefix."""
