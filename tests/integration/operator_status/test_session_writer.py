@@ -247,3 +247,47 @@ async def test_a_new_run_adopts_the_objects_of_the_previous_one(
         "bfdDetectionTimeMilliseconds": 900,
     }
     await again.remove_all()
+
+
+async def test_a_hundred_peers_cost_two_writes_each_once_and_nothing_while_unchanged(
+    api: ApiServer, kube: Kube
+) -> None:
+    node = "node-scale"
+    names = [f"scale-{n:03d}" for n in range(100)]
+    manifests = [
+        {
+            "apiVersion": "routeserver.dev/v1alpha1",
+            "kind": "RouteServerPeer",
+            "metadata": {"name": name},
+            "spec": {"routeServerRef": {"name": "sess-rs"}, "peerAddress": "198.51.100.10", "peerASN": 65001},
+        }
+        for name in names
+    ]
+    api.apply(yaml.safe_dump_all(manifests))
+    listed = json.loads(api.kubectl("get", "routeserverpeers", "-o", "json").stdout)["items"]
+    uids = {o["metadata"]["name"]: o["metadata"]["uid"] for o in listed}
+    writer = SessionWriter(kube, node, uids.get, min_interval=0.0)
+    status = agent_status(node, {"sess-rs": [peer_view(name) for name in names]})
+    try:
+        started = time.perf_counter()
+        await writer.publish(status)
+        first = time.perf_counter() - started
+        assert writer.writes == {"create": 100, "patch": 100}
+        assert len(_objects(api, node)) == 100
+        started = time.perf_counter()
+        await writer.publish(status)
+        unchanged = time.perf_counter() - started
+        assert writer.writes == {"create": 100, "patch": 100}
+        changed = agent_status(node, {"sess-rs": [peer_view(name, prefixes_received=9) for name in names]})
+        started = time.perf_counter()
+        await writer.publish(changed)
+        patched = time.perf_counter() - started
+        assert writer.writes == {"create": 100, "patch": 200}
+        print(
+            f"100 peers: first publish {first:.2f} s (200 writes), unchanged {unchanged * 1000:.1f} ms"
+            f" (0 writes), all changed {patched:.2f} s (100 patches)"
+        )
+    finally:
+        await writer.remove_all()
+        api.kubectl("delete", "routeserverpeers", *names, "--wait=false", check=False)
+    assert _objects(api, node) == {}
