@@ -44,6 +44,20 @@ class BfdView:
     detection_time_ms: float | None = None  # RFC 5880 §6.8.4, once the peer has been heard
     error: str | None = None  # the last failed BFD request, until a request succeeds (it is retried)
     retry_in_seconds: float | None = None  # when the failed request is tried again
+    tx_interval_ms: float | None = None  # the negotiated transmit interval before jitter (RFC 5880 §6.8.7)
+
+
+@dataclass(frozen=True, slots=True)
+class NegotiatedView:
+    """What both sides agreed on in the OPENs of the current session (bgp.api.NegotiatedInfo)."""
+
+    hold_time: int
+    keepalive_time: int
+    peer_router_id: str
+    four_octet_asn: bool
+    families: tuple[str, ...]  # bgp.types.Family names: "ipv4-unicast", "ipv6-unicast"
+    graceful_restart: bool
+    add_path_receive: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +88,8 @@ class PeerView:
     held_idle_reason: str | None = None
     held_idle_until: float | None = None
     config_error: str | None = None  # the speaker refused the peer's configuration (retried)
+    negotiated: NegotiatedView | None = None  # while a session is Established
+    prefixes_installed: int | None = None  # accepted prefixes whose path from this peer is in the FIB
 
     @property
     def bfd_state(self) -> str | None:

@@ -98,6 +98,7 @@ from controller.events import (
 from controller.fib import Fib, PersistConfig, SelectionMode, select_next_hops
 from controller.prefixes import prefix_from_key
 from controller.runtime.deferral import Deferral, DeferralEnd, RestartDeferral
+from controller.runtime.installed import InstalledCounts
 from controller.runtime.liveness import Liveness
 from controller.runtime.peers import PeerRuntime
 from controller.runtime.ports import BfdService, SpeakerFactory, WriterFactory
@@ -182,6 +183,7 @@ class RouteServerRuntime:
         self._events = context.events
         self.fib = Fib(persist_config(desired))
         self._hops = hops_function(desired.selection)
+        self.installed = InstalledCounts(desired.selection.mode, self._hops)  # per peer, for status
         self.speaker: Speaker | None = None
         self.peers: dict[str, PeerRuntime] = {}
         self.tables: dict[str, TableRuntime] = {}
@@ -296,6 +298,7 @@ class RouteServerRuntime:
             self._detach = None
         self.speaker = None
         self.peers.clear()
+        self.installed.clear()
 
     async def shutdown(self, *, keep_routes: bool, message: str = "") -> None:
         """Stop everything: routes withdrawn first (unless kept), then sessions closed."""
@@ -351,6 +354,7 @@ class RouteServerRuntime:
             self.fib.persist = persist
             self._arm_persist_timer()
         self._hops = hops_function(new.selection)
+        self.installed.configure(new.selection.mode, self._hops)
         if new.selection != old.selection and self.speaker is not None:
             self.speaker.set_route_selection(new.selection.rib_max_paths, new.selection.always_compare_med)
             self._recompute_fib()
@@ -513,6 +517,7 @@ class RouteServerRuntime:
         hops = self._hops
         # Next hops once per change (the previous ones come from the FIB: `before`).
         items = [(prefix_from_key(c.prefix), hops(c.new_best, c.new_ecmp)) for c in event.changes]
+        self.installed.apply(event.changes)
         peer = self.peers.get(event.peer_id)
         # Paths that left with their session (not withdrawn by UPDATE): persist grace, controller/fib.py.
         down_at = None
@@ -583,6 +588,7 @@ class RouteServerRuntime:
         items: list[tuple[Prefix, tuple[Address, ...]]] = []
         for key, ecmp in speaker.loc_rib.selected():
             items.append((prefix_from_key(key), hops(ecmp[0] if ecmp else None, ecmp)))
+        self.installed.recount((ecmp[0] if ecmp else None, ecmp) for _, ecmp in speaker.loc_rib.selected())
         seen = {prefix for prefix, _ in items}
         items += [(prefix, ()) for prefix in self.fib.entries() if prefix not in seen]
         self._push(self.fib.update_many(items))

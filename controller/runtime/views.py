@@ -26,6 +26,7 @@ from controller.runtime.peers import PeerRuntime
 from controller.status import (
     MAX_LISTED_REJECTIONS,
     BfdView,
+    NegotiatedView,
     PeerView,
     PersistView,
     RejectedRouteView,
@@ -181,6 +182,23 @@ def peer_view(rs: RouteServerRuntime, peer: PeerRuntime, bfd_sessions: BfdSessio
         held_idle_reason=status.held_idle_reason if status is not None else None,
         held_idle_until=status.held_idle_until if status is not None else None,
         config_error=peer.error,
+        negotiated=negotiated_view(status),
+        prefixes_installed=rs.installed.get(peer.name) if status is not None else None,
+    )
+
+
+def negotiated_view(status: PeerStatus | None) -> NegotiatedView | None:
+    info = status.negotiated if status is not None else None
+    if info is None:
+        return None
+    return NegotiatedView(
+        hold_time=info.hold_time,
+        keepalive_time=info.keepalive_time,
+        peer_router_id=info.peer_router_id,
+        four_octet_asn=info.four_octet_as,
+        families=info.families,
+        graceful_restart=info.graceful_restart,
+        add_path_receive=info.add_path_receive,
     )
 
 
@@ -214,6 +232,7 @@ def bfd_view(peer: PeerRuntime, sessions: BfdSessions) -> BfdView:
         ),
         error=peer.bfd_error,
         retry_in_seconds=_retry_in(peer.bfd_backoff.deadline()) if peer.bfd_error else None,
+        tx_interval_ms=live.tx_interval_us / 1000.0 if live is not None else None,
     )
 
 
