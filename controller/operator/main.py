@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from controller.agent import Agent, AgentOptions
 from controller.operator.kube import Kube
 from controller.operator.kube_events import KubeEventSink
 from controller.operator.lease import LeaseSet
+from controller.operator.sessions import SessionWriter
 from controller.operator.source import (
     RESYNC_INTERVAL,
     SECRET_INTERVAL,
@@ -92,6 +94,7 @@ class Operator:
     source: OperatorSource
     events: KubeEventSink
     leases: LeaseSet
+    sessions: SessionWriter
     agent: Agent
 
     async def run(self) -> int:
@@ -100,6 +103,7 @@ class Operator:
             return await self.agent.run(self.source)
         finally:
             await self.leases.stop()  # released: another endpoint takes the summary over at once
+            await self.sessions.close()
             await self.events.stop()
             await asyncio.to_thread(self.kube.close)
 
@@ -132,7 +136,9 @@ def build(settings: AgentSettings) -> Operator:
     )
     leases = LeaseSet(kube, settings.namespace, settings.node_name)
     source.on_desired(lambda desired: leases.ensure(rs.name for rs in desired.route_servers))
-    return Operator(kube, source, events, leases, agent)
+    sessions = SessionWriter(kube, settings.node_name, functools.partial(source.uid_of, "RouteServerPeer"))
+    agent.add_status_sink(sessions)
+    return Operator(kube, source, events, leases, sessions, agent)
 
 
 async def run_agent(settings: AgentSettings) -> int:

@@ -177,28 +177,38 @@ def two_nodes(
     node_labels: dict[str, dict[str, str]],
     *,
     start_agents: bool = True,
+    passwords: dict[str, str] | None = None,
+    agent_args: Sequence[str] = (),
 ) -> TwoNodes:
-    """node-a, node-b, fw-a (BIRD, AS 65001, active) and fw-b (FRR, AS 65002, VIP prepended twice)."""
+    """node-a, node-b, fw-a (BIRD, AS 65001, active) and fw-b (FRR, AS 65002, VIP prepended twice).
+
+    `passwords` gives an appliance's TCP-MD5 key towards both nodes; `agent_args` go to every agent.
+    """
+    passwords = passwords or {}
     hosts = {name: lab.host(name) for name in SEGMENT}
     lab.switch("sw", {hosts[n]: [f"{a}/24"] for n, a in SEGMENT.items()})
     nodes = {n: hosts[n] for n in ("node-a", "node-b")}
     for name, labels in node_labels.items():
         cluster.node(name, labels)
-    neighbors = [
-        Neighbor(SEGMENT[n], spec.asn, bfd=FAST_BFD, hold_time=9, connect_retry=1, families=("ipv4",))
-        for n in nodes
-    ]
+
+    def neighbors(appliance: str) -> list[Neighbor]:
+        return [
+            Neighbor(SEGMENT[n], spec.asn, password=passwords.get(appliance), bfd=FAST_BFD, hold_time=9,
+                     connect_retry=1, families=("ipv4",))
+            for n in nodes
+        ]  # fmt: skip
+
     fw_a: RoutingDaemon = BirdDaemon(
-        hosts["fw-a"], asn=65001, router_id=SEGMENT["fw-a"], neighbors=neighbors, routes=[Route(VIP)]
+        hosts["fw-a"], asn=65001, router_id=SEGMENT["fw-a"], neighbors=neighbors("fw-a"), routes=[Route(VIP)]
     )
     fw_b: RoutingDaemon = FrrDaemon(
         hosts["fw-b"],
         asn=65002,
         router_id=SEGMENT["fw-b"],
-        neighbors=neighbors,
+        neighbors=neighbors("fw-b"),
         routes=[Route(VIP, as_path_prepend=2)],
     )
-    agents = {n: AgentProcess(h, cluster, spec) for n, h in nodes.items()}
+    agents = {n: AgentProcess(h, cluster, spec, extra_args=agent_args) for n, h in nodes.items()}
     setup = TwoNodes(lab, cluster, nodes, dict(SEGMENT), {"fw-a": fw_a, "fw-b": fw_b}, agents)
     fw_a.start()
     fw_b.start()

@@ -85,6 +85,7 @@ class PeerSpec:
     max_prefix_restart_after: int | None = None  # restartAfterSeconds (Teardown only)
     passive: bool = False
     graceful_restart: bool = False  # advertise GR (receiving speaker): FRR then sends End-of-RIB too
+    auth_secret: str | None = None  # TCP-MD5 key: the name of a Secret (key "password")
 
     def document(self, route_server: str) -> dict[str, Any]:
         spec: dict[str, Any] = {
@@ -96,6 +97,8 @@ class PeerSpec:
         }
         if self.passive:
             spec["passive"] = True
+        if self.auth_secret is not None:
+            spec["authSecretRef"] = {"name": self.auth_secret, "key": "password"}
         if self.graceful_restart:
             spec["gracefulRestart"] = {"enabled": True}
         if self.allowed is not None:

@@ -64,6 +64,14 @@ def _vip(agent: AgentProcess) -> set[str] | None:
     return kernel_routes(agent.host, 100).get(VIP)
 
 
+def _sessions(cluster: Cluster) -> dict[tuple[str, str], str]:
+    """(node, peer) -> BGP state of every RouteServerSession object."""
+    return {
+        (o["spec"]["node"], o["spec"]["peerRef"]["name"]): (o.get("status") or {}).get("bgpState", "")
+        for o in cluster.items("routeserversessions")
+    }
+
+
 def _events(cluster: Cluster, regarding: str, reason: str) -> list[dict[str, Any]]:
     return [
         e
@@ -126,8 +134,20 @@ def test_both_nodes_route_the_vip_fail_over_and_follow_the_objects(setup: TwoNod
     _wait_vip(setup, {FW_A}, 30, "the VIP via fw-a")
     for agent in setup.agents.values():
         agent.wait_bfd_up(["fw-a", "fw-b"], 20)
-    columns = cluster.kubectl("get", "routeservers,routeserverpeers,routetableassociations")
+    columns = cluster.kubectl(
+        "get", "routeservers,routeserverpeers,routetableassociations,routeserversessions"
+    )
     assert "fw-a" in columns and "vip-table" in columns
+    # One session object per node x peer, written by that node's agent, owned by the peer.
+    four = {(node, peer): "Established" for node in NODE_LABELS for peer in ("fw-a", "fw-b")}
+    wait_until(lambda: _sessions(cluster) == four, 20, what="four Established session objects")
+    for obj in cluster.items("routeserversessions"):
+        (owner,) = obj["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["name"]) == ("RouteServerPeer", obj["spec"]["peerRef"]["name"])
+        assert obj["status"]["bfdState"] == "Up"
+        assert obj["status"]["prefixesAccepted"] == 1
+    table = cluster.kubectl("get", "routeserversessions")
+    assert table.split("\n")[0].split()[:6] == ["NAME", "NODE", "PEER", "BGP", "BFD", "ACCEPTED"], table
 
     # Freeze the active appliance: both nodes move the VIP to fw-b within detection + a margin.
     frozen = time.monotonic()
@@ -146,6 +166,7 @@ def test_both_nodes_route_the_vip_fail_over_and_follow_the_objects(setup: TwoNod
     cluster.label("node", "node-b", f"{ENDPOINT}=false")
     setup.agents["node-b"].wait(lambda: _vip(setup.agents["node-b"]) is None, 15, "node-b withdrew")
     assert _vip(setup.agents["node-a"]) == {FW_A}
+    wait_until(lambda: {n for n, _ in _sessions(cluster)} == {"node-a"}, 20, what="node-b's sessions gone")
     cluster.label("node", "node-b", f"{ENDPOINT}=true")
     setup.agents["node-b"].wait(lambda: _vip(setup.agents["node-b"]) == {FW_A}, 40, "node-b joined again")
 
@@ -156,6 +177,9 @@ def test_both_nodes_route_the_vip_fail_over_and_follow_the_objects(setup: TwoNod
     for name, agent in setup.agents.items():
         assert "fw-a" not in agent.peers()
         assert agent.peer("fw-b")["established_count"] == established[name]
+    wait_until(lambda: {p for _, p in _sessions(cluster)} == {"fw-b"}, 30, what="fw-a's sessions gone")
+    assert [o["metadata"]["name"] for o in cluster.items("routeserversessions")
+            if o["metadata"].get("deletionTimestamp")] == []  # fmt: skip
 
     # kopf wrote nothing on our objects.
     for resource in ("routeservers", "routeserverpeers", "routetableassociations"):
