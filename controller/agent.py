@@ -59,6 +59,7 @@ RETRY_MIN = 1.0  # a failed apply is retried after this, doubling ...
 RETRY_MAX = 30.0  # ... up to this
 STATUS_INTERVAL = 10.0  # status sinks are called this often, and after every apply
 APPLY_DRAIN_TIMEOUT = 30.0  # on stop, an apply in progress gets this long to finish
+LOOP_MONITOR_INTERVAL = 0.05  # the loop-lag sample period
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -245,6 +246,10 @@ class Agent:
     def add_status_sink(self, sink: StatusSink) -> None:
         self._sinks.append(sink)
 
+    def request_publish(self) -> None:
+        """Call the status sinks soon (a state changed); they rate-limit their own writes."""
+        self._published.set()
+
     def add_health_check(self, check: Callable[[], bool]) -> None:
         """`/healthz` also fails while `check()` is False (the operator: a watch gone stale)."""
         self._health_checks.append(check)
@@ -297,6 +302,7 @@ class Agent:
             self._tasks = [
                 self._loop.create_task(self._applier(), name="agent-applier"),
                 self._loop.create_task(self._publisher(), name="agent-status"),
+                self._loop.create_task(self._loop_monitor(), name="agent-loop-monitor"),
             ]
             if self.options.handle_signals:
                 self.install_signal_handlers()
@@ -470,6 +476,22 @@ class Agent:
         elif self._applied >= seq and not self._failed:
             self._refusal = None
             self.runtime.refuse(message)
+
+    # -- the loop monitor ----------------------------------------------------------------------------
+
+    async def _loop_monitor(self) -> None:
+        """Measure how late the loop wakes a 50 ms timer: nothing may block it (DESIGN §7.3)."""
+        loop = asyncio.get_running_loop()
+        metrics = self.runtime.metrics
+        worst = 0.0
+        while True:
+            due = loop.time() + LOOP_MONITOR_INTERVAL
+            await asyncio.sleep(LOOP_MONITOR_INTERVAL)
+            lag = max(0.0, loop.time() - due)
+            metrics.loop_lag_seconds.observe(lag)
+            if lag > worst:
+                worst = lag
+                metrics.loop_lag_max_seconds.set(worst)
 
     # -- status sinks --------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -32,6 +32,7 @@ BGP_STATES = ("Idle", "Connect", "Active", "OpenSent", "OpenConfirm", "Establish
 BFD_STATES = ("AdminDown", "Down", "Init", "Up")
 PERSIST_STATES = ("Live", "Holding", "Recovering")
 # From a FIB change to the kernel acknowledging it: the tail of every failover.
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -106,6 +107,19 @@ class Metrics:
             f"{PREFIX}_config_reloads",
             "Configuration loads, by result (applied or refused).",
             ["result"],
+            registry=r,
+        )
+        # How late the event loop runs a callback it scheduled: the loop must never block (BFD's
+        # teardown and every failover run on it). Observed by the agent's loop monitor.
+        self.loop_lag_seconds = Histogram(
+            f"{PREFIX}_event_loop_lag_seconds",
+            "Lateness of a timer on the agent's asyncio loop (sampled every 50 ms).",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.loop_lag_max_seconds = Gauge(
+            f"{PREFIX}_event_loop_lag_max_seconds",
+            "The largest event-loop lateness seen since the agent started.",
             registry=r,
         )
         self._state_collector: _StateCollector | None = None

@@ -97,6 +97,10 @@ class Kube:
         with self._lock:
             return dict(self.requests)
 
+    def failure_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.failures)
+
     def close(self) -> None:
         """Stop the executor (waits for calls in flight, which are bounded by their timeouts)."""
         self._executor.shutdown(wait=True, cancel_futures=True)

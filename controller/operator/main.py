@@ -25,9 +25,11 @@ from ipaddress import IPv4Address
 
 from controller.admin import DEFAULT_ADMIN_ADDRESS
 from controller.agent import Agent, AgentOptions
+from controller.events import Event
 from controller.operator.kube import Kube
 from controller.operator.kube_events import KubeEventSink
 from controller.operator.lease import LeaseSet
+from controller.operator.metrics import OperatorCollector
 from controller.operator.sessions import SessionWriter
 from controller.operator.source import (
     RESYNC_INTERVAL,
@@ -86,6 +88,18 @@ def settings_from_args(args: argparse.Namespace, version: str = "") -> AgentSett
     )
 
 
+class PublishOnEvent:
+    """An event sink that has the status sinks called soon after any user-visible event, so the
+    session objects follow a state change in about a second, not at the next periodic publish."""
+
+    def __init__(self) -> None:
+        self.agent: Agent | None = None
+
+    def emit(self, event: Event) -> None:
+        if self.agent is not None:
+            self.agent.request_publish()
+
+
 @dataclass
 class Operator:
     """The parts of one agent process, wired; `run()` hosts them until SIGTERM."""
@@ -123,6 +137,7 @@ def build(settings: AgentSettings) -> Operator:
         ),
     )
     events = KubeEventSink(kube, settings.node_name, EVENT_NAMESPACE, uid_of=source.uid_of)
+    publisher = PublishOnEvent()
     agent = Agent(
         AgentOptions(
             admin_address=settings.admin_address,
@@ -132,12 +147,27 @@ def build(settings: AgentSettings) -> Operator:
             route_protocol=settings.route_protocol,
             signal_keeps_routes=True,
         ),
-        event_sinks=[events],
+        event_sinks=[events, publisher],
     )
+    publisher.agent = agent
     leases = LeaseSet(kube, settings.namespace, settings.node_name)
     source.on_desired(lambda desired: leases.ensure(rs.name for rs in desired.route_servers))
     sessions = SessionWriter(kube, settings.node_name, functools.partial(source.uid_of, "RouteServerPeer"))
     agent.add_status_sink(sessions)
+    agent.runtime.metrics.registry.register(
+        OperatorCollector(
+            requests=kube.request_counts,
+            failures=kube.failure_counts,
+            watch_age=source.watch_age,
+            events=lambda: {
+                "written": events.written,
+                "aggregated": events.aggregated,
+                "dropped": events.dropped,
+            },
+            status_writes=lambda: {f"session_{k}": v for k, v in sessions.writes.items()},
+            leaders=leases.leaders,
+        )
+    )
     return Operator(kube, source, events, leases, sessions, agent)
 
 

@@ -319,6 +319,10 @@ class ApiServer:
             time.sleep(0.25)
         raise RuntimeError(f"kube-controller-manager not healthy after {timeout}s: {last}")
 
+    def running(self) -> bool:
+        """The kube-apiserver process is up (False between stop_apiserver and start_apiserver)."""
+        return self._apiserver is not None and self._apiserver.alive()
+
     def stop_apiserver(self) -> None:
         """Stop only the kube-apiserver (etcd and the controller manager keep running)."""
         if self._apiserver is not None:
