@@ -626,8 +626,17 @@ class OperatorSource:
                 await self._submit()
 
     async def _resyncer(self) -> None:
+        """The full listing every resync_interval, and sooner when the watches have been quiet for a
+        third of the staleness bound (an idle cluster sends no events): a listing that succeeds is
+        contact with the API server too, so `/healthz` recovers soon after the API does."""
+        last_list = time.monotonic()
         while True:
-            await asyncio.sleep(self.options.resync_interval)
+            probe = max(1.0, self.options.stale_after / 3)
+            await asyncio.sleep(min(self.options.resync_interval, probe))
+            due = time.monotonic() - last_list >= self.options.resync_interval
+            if not due and self.watch_age() < probe:
+                continue
+            last_list = time.monotonic()
             try:
                 if await self._list_all():
                     logs.event(

@@ -94,6 +94,10 @@ def _wait_events(cluster: Cluster, regarding: str, reason: str, nodes: set[str])
     return found
 
 
+def _wait_vip_on(agent: AgentProcess, hops: set[str] | None, timeout: float, what: str) -> None:
+    agent.wait(lambda: _vip(agent) == hops, timeout, what)
+
+
 def _wait_vip(setup: TwoNodes, hops: set[str] | None, timeout: float, what: str) -> None:
     setup.wait_all(lambda a: _vip(a) == hops, timeout, what)
 
@@ -222,3 +226,35 @@ def test_deleting_the_route_server_withdraws_on_every_node(setup: TwoNodes, clus
     for agent in setup.agents.values():
         assert agent.healthz() == 200
         assert agent.route_server()["tables"] == []
+
+
+def test_a_peer_deleted_while_an_agent_is_down_is_gone_when_it_returns(
+    setup: TwoNodes, cluster: Cluster
+) -> None:
+    setup.wait_all(lambda a: all(p["bgp_state"] == "Established" for p in a.peers().values()), 60,
+                   "both sessions Established")  # fmt: skip
+    _wait_vip(setup, {FW_A}, 30, "the VIP via fw-a")
+    node_b = setup.agents["node-b"]
+    assert node_b.terminate() == 0  # SIGTERM: node-b's routes stay for the next agent
+    assert _vip(node_b) == {FW_A}
+    cluster.kubectl("delete", "routeserverpeer", "fw-a")
+    _wait_vip_on(setup.agents["node-a"], {FW_B}, 15, "node-a moved to fw-b")
+    node_b.start()
+    _wait_vip_on(node_b, {FW_B}, 30, "node-b, started again, routes via fw-b only")
+    assert set(node_b.peers()) == {"fw-b"}
+    wait_until(lambda: {p for _, p in _sessions(cluster)} == {"fw-b"}, 30, what="fw-a's sessions gone")
+
+
+def test_healthz_fails_while_the_watches_are_stale_and_recovers(setup: TwoNodes) -> None:
+    node_b = setup.agents["node-b"]
+    node_b.extra_args = ["--stale-after", "6"]
+    assert node_b.terminate() == 0
+    node_b.start()
+    node_b.wait(lambda: node_b.healthz() == 200, 30, "healthy")
+    node_b.relay.pause()  # every request of node-b hangs
+    try:
+        node_b.wait(lambda: node_b.healthz() == 503, 20, "/healthz failing on stale watches")
+    finally:
+        node_b.relay.resume()
+    node_b.wait(lambda: node_b.healthz() == 200, 20, "/healthz recovered")
+    assert node_b.proc is not None and node_b.proc.alive()
