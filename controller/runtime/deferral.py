@@ -1,6 +1,7 @@
 """Route-selection deferral after a restart (RFC 4724 §4.1 Selection_Deferral_Timer). Pure: `now` in.
 
-A table that adopted routes of a previous run (persistRoutes) does not rewrite those prefixes while
+A table that adopted routes of a previous run (persistRoutes, a SIGTERM that kept them, a crash)
+does not rewrite those prefixes while
 the sessions come back one by one, since the first peer to send its table may be the standby (FRR's
 and BIRD's update-delay do the same). Their FIB changes are deferred until every configured peer is
 Established and has sent End-of-RIB for the adopted families; then the converged FIB is written in
@@ -47,7 +48,7 @@ class Deferral:
     def __init__(self, settings: RestartDeferral, started: float, enabled: bool) -> None:
         self.settings = settings
         self.started = started
-        self.active = enabled and settings.max_seconds > 0  # without persistRoutes nothing is adopted
+        self.active = enabled and settings.max_seconds > 0
         self.establish_wait_over = False
         self.not_awaited: frozenset[str] = frozenset()
 

@@ -196,7 +196,8 @@ class RouteServerRuntime:
         self._persist_timer: asyncio.TimerHandle | None = None
         self._persist_state = self.fib.state
         self._speaker_retry_at = 0.0
-        self._deferral = Deferral(context.restart_deferral, self.loop.time(), desired.persist.enabled)
+        # Always armed: a restart adopts the previous run's routes with or without persistRoutes.
+        self._deferral = Deferral(context.restart_deferral, self.loop.time(), True)
         self._deferral_timer: asyncio.TimerHandle | None = None
         self._lock = asyncio.Lock()  # one reconcile or convergence pass at a time
         self._wake = asyncio.Event()
@@ -218,6 +219,10 @@ class RouteServerRuntime:
     @property
     def deferring(self) -> bool:
         return self._deferral.active
+
+    @property
+    def deferral_bound(self) -> float:
+        return self._deferral.settings.max_seconds
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

@@ -50,6 +50,11 @@ class TableOwner(RouteServerPart, Protocol):
     @property
     def deferring(self) -> bool: ...
 
+    @property
+    def deferral_bound(self) -> float:
+        """The longest the restart deferral runs (adopted routes without persistRoutes: the hold)."""
+        ...
+
     def fib_entries(self) -> Mapping[Prefix, tuple[Address, ...]]: ...
 
     def table_opened(self) -> None: ...
@@ -202,19 +207,19 @@ class TableRuntime:
         installed = writer.installed()
         adopted = len(installed)
         persist = self.owner.persist
-        if adopted and persist.enabled:
-            # Routes of a previous run: keep them for the persist window while sessions come back
-            # (re-advertised prefixes replace them once the deferral ends); the first resync removes
-            # the rest.
-            self._resync_at = loop.time() + persist.duration_seconds
+        if adopted:
+            # Routes of a previous run (persistRoutes, a SIGTERM that kept them, or a crash): keep
+            # them while the sessions come back, so a restart never flaps a route. With persistRoutes
+            # they stay for its window; without, until the restart deferral ends (end_deferral then
+            # resyncs at once, removing what the converged FIB no longer has), or its bound.
+            hold = persist.duration_seconds if persist.enabled else self.owner.deferral_bound
+            self._resync_at = loop.time() + hold
             if self.owner.deferring:
                 self._adopted = frozenset(installed)
                 self.adopted_families = frozenset(
                     str(IPV4_UNICAST if p.version == 4 else IPV6_UNICAST) for p in self._adopted
                 )
-            self.owner.events.emit(
-                RoutesAdopted(self.owner.name, self.name, adopted, persist.duration_seconds)
-            )
+            self.owner.events.emit(RoutesAdopted(self.owner.name, self.name, adopted, round(hold)))
         else:
             self._resync_at = loop.time()
         self.owner.table_opened()
@@ -223,6 +228,11 @@ class TableRuntime:
         """The owner's deferral ended: write the FIB of the adopted prefixes it held back (one batch)."""
         adopted, self._adopted = self._adopted, None
         deferred, self._deferred = self._deferred, set()
+        if adopted is not None and not self.owner.persist.enabled:
+            # Without persistRoutes the adopted routes were only held for the deferral: the next
+            # resync (now) removes those the converged FIB does not have.
+            self._resync_at = asyncio.get_running_loop().time()
+            self._wake.set()
         if adopted is None or not deferred:
             return 0
         entries = self.owner.fib_entries()

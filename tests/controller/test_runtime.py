@@ -807,3 +807,31 @@ async def test_a_resync_during_the_deferral_keeps_adopted_routes_as_installed(
     await harness.settle()
     assert writer.routes == {VIP: (A,), SVC: (B,)}
     assert [batch[VIP] for batch in writer.applies if VIP in batch] == [FibEntry(VIP, (A,))]
+
+
+# -- a restart without persistRoutes (a SIGTERM that kept the routes, or a crash) -------------------
+
+
+async def test_without_persist_adopted_routes_are_held_through_the_deferral_then_stale_ones_go(
+    harness: Harness,
+) -> None:
+    harness.writers.preload["t"] = {VIP: (A,), SVC: (A,)}  # the previous run's routes
+    await harness.runtime.apply(two_firewalls())  # persistRoutes off (the default)
+    rs = harness.runtime.route_server("vip")
+    await until(lambda: rs.tables["t"].writer is not None)
+    writer = harness.table()
+    assert rs.deferring  # a restart never flaps a route, with persistRoutes off too
+    speaker = harness.speaker
+    speaker.establish("fw-b")
+    speaker.announce("fw-b", "203.0.113.10/32", path_length=3)  # the standby's table first
+    speaker.publish(EndOfRib("fw-b", IPV4_UNICAST))
+    await harness.settle()
+    assert writer.routes == {VIP: (A,), SVC: (A,)}  # held as installed
+    speaker.establish("fw-a")
+    speaker.announce("fw-a", "203.0.113.10/32", path_length=1)
+    speaker.publish(EndOfRib("fw-a", IPV4_UNICAST))
+    assert not rs.deferring
+    # Converged: the VIP stays via A (never via B); SVC, which nobody announces now, is removed.
+    await until(lambda: writer.routes == {VIP: (A,)})
+    written = [b[VIP] for b in writer.applies if VIP in b] + [r[VIP] for r in writer.resyncs if VIP in r]
+    assert written and set(written) == {FibEntry(VIP, (A,))}

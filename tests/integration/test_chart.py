@@ -256,6 +256,12 @@ def test_service_account_reads_routeservers_and_patches_status_but_not_secrets_c
         ("list", "configmaps", "-n", NAMESPACE),
         ("create", "pods", "-n", NAMESPACE),
         ("patch", "nodes"),
+        # No finalizer, so the configuration objects are never written; Secrets and Leases by name.
+        ("patch", "routeserverpeers.routeserver.dev"),
+        ("patch", "routeservers.routeserver.dev"),
+        ("list", "secrets", "-n", NAMESPACE),
+        ("watch", "secrets", "-n", NAMESPACE),
+        ("delete", "leases.coordination.k8s.io", "-n", NAMESPACE),
     ]
     assert [a for a in allowed if not _can(server, kubeconfig, *a)] == []
     assert [r for r in refused if _can(server, kubeconfig, *r)] == []

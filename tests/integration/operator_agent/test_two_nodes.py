@@ -145,11 +145,17 @@ def test_both_nodes_route_the_vip_fail_over_and_follow_the_objects(setup: TwoNod
     # One session object per node x peer, written by that node's agent, owned by the peer.
     four = {(node, peer): "Established" for node in NODE_LABELS for peer in ("fw-a", "fw-b")}
     wait_until(lambda: _sessions(cluster) == four, 20, what="four Established session objects")
+    wait_until(
+        lambda: all(
+            (o["status"].get("bfdState"), o["status"].get("prefixesAccepted")) == ("Up", 1)
+            for o in cluster.items("routeserversessions")
+        ),
+        20,
+        what="every session object with BFD Up and the VIP accepted",
+    )
     for obj in cluster.items("routeserversessions"):
         (owner,) = obj["metadata"]["ownerReferences"]
         assert (owner["kind"], owner["name"]) == ("RouteServerPeer", obj["spec"]["peerRef"]["name"])
-        assert obj["status"]["bfdState"] == "Up"
-        assert obj["status"]["prefixesAccepted"] == 1
     table = cluster.kubectl("get", "routeserversessions")
     assert table.split("\n")[0].split()[:6] == ["NAME", "NODE", "PEER", "BGP", "BFD", "ACCEPTED"], table
 
