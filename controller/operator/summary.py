@@ -56,15 +56,12 @@ from typing import Any
 
 from bgp.fsm.events import TransitionReason
 from controller.desired import Problem, ProblemReason
+from controller.operator.sessions import NODE_LABEL, PEER_LABEL
 from controller.status import RouteServerView, TableView
 
 ROUTE_SERVER = "RouteServer"
 PEER = "RouteServerPeer"
 ASSOCIATION = "RouteTableAssociation"
-
-NODE_LABEL = "routeserver.dev/node"
-PEER_LABEL = "routeserver.dev/peer"
-ROUTE_SERVER_LABEL = "routeserver.dev/route-server"
 
 MAX_LISTED_PAIRS = 5  # node/peer pairs named in a Degraded message
 MAX_MESSAGE = 1024  # characters of a condition message (the CRD allows 32768; status stays small)
@@ -554,11 +551,8 @@ __all__ = [
     "MAX_LISTED_PAIRS",
     "MAX_MESSAGE",
     "MAX_REJECTED_ROUTES",
-    "NODE_LABEL",
     "PEER",
-    "PEER_LABEL",
     "ROUTE_SERVER",
-    "ROUTE_SERVER_LABEL",
     "STATUS_FIELDS",
     "SessionState",
     "cut",

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from controller.desired import Problem, ProblemReason
+from controller.models.common import StatusModel
 from controller.models.resources import RouteServerPeerStatus, RouteServerStatus, RouteTableAssociationStatus
 from controller.operator.summary import (
     ASSOCIATION,
@@ -25,7 +26,7 @@ from controller.status import PersistView, RejectedRouteView, RouteServerView, T
 
 NOW = datetime(2026, 12, 3, 12, 0, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=5)
-MODELS = {
+MODELS: dict[str, type[StatusModel]] = {
     ROUTE_SERVER: RouteServerStatus,
     PEER: RouteServerPeerStatus,
     ASSOCIATION: RouteTableAssociationStatus,
