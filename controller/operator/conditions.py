@@ -137,6 +137,7 @@ class SummaryWriter:
         self._errors: dict[Key, str] = {}  # the state last logged per object
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
+        self._timer_due = math.inf
 
     # -- the sink --------------------------------------------------------------------------------
 
@@ -241,9 +242,16 @@ class SummaryWriter:
             self._arm_timer()
 
     def _arm_timer(self) -> None:
-        if not self._pending or (self._timer is not None and not self._timer.done()):
+        """A timer for the earliest pending write (re-armed when an earlier one comes)."""
+        if not self._pending:
             return
         due = min(self._last_write.get(key, -math.inf) + self.min_interval for key in self._pending)
+        timer = self._timer
+        if timer is not None and not timer.done():
+            if self._timer_due <= due:
+                return
+            timer.cancel()
+        self._timer_due = due
         self._timer = asyncio.get_running_loop().create_task(self._wait_then_write(due))
 
     async def _wait_then_write(self, due: float) -> None:
