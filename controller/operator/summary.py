@@ -261,10 +261,15 @@ def summarize(
     out[(ROUTE_SERVER, rs_name)] = _route_server_status(
         route_server, peer_names, liveness, endpoints, by_pair, down, problems, local, holder, stamp, previous
     )
+    by_peer: dict[str, list[SessionState]] = {}
+    for (_, peer), state in sorted(by_pair.items()):
+        by_peer.setdefault(peer, []).append(state)
     for peer_obj in peers:
         name = _name(peer_obj)
         if name:
-            out[(PEER, name)] = _peer_status(peer_obj, endpoints, by_pair, problems, stamp, previous)
+            out[(PEER, name)] = _peer_status(
+                peer_obj, endpoints, by_pair, by_peer.get(name, []), problems, stamp, previous
+            )
     tables = {} if local is None else {t.name: t for t in local.tables}
     for association in associations:
         name = _name(association)
@@ -383,6 +388,7 @@ def _peer_status(
     obj: Mapping[str, Any],
     endpoints: Sequence[str],
     by_pair: Mapping[tuple[str, str], SessionState],
+    mine: Sequence[SessionState],
     problems: Sequence[Problem],
     stamp: str,
     previous: Mapping[Key, Mapping[str, Any]],
@@ -392,7 +398,6 @@ def _peer_status(
     conditions = _Conditions(generation, previous.get((PEER, name)), stamp)
     own = _of(problems, PEER, name)
     missing_secret = [p for p in own if p.reason is ProblemReason.MISSING_SECRET]
-    mine = [s for (_, peer), s in sorted(by_pair.items()) if peer == name]
     down = [(node, name, by_pair.get((node, name))) for node in endpoints]
     down = [pair for pair in down if pair[2] is None or not pair[2].established]
 
