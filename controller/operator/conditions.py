@@ -2,11 +2,11 @@
 associations' (conditions, counts), from every node's RouteServerSession objects.
 
 `SummaryWriter` is a status sink of the agent (controller/agent.py `StatusSink`). At every snapshot
-(`AgentStatus`, about every 10 s and after every apply), for each RouteServer in the operator's
+(`AgentStatus`, every 10 s, after every apply and after every event), for each RouteServer in the operator's
 cache that `is_leader` says this agent leads:
 
 - its session objects are listed by the label `routeserver.dev/route-server` (one list call per
-  route server and publish);
+  route server and pass);
 - `summarize` (controller/operator/summary.py) makes the status body of the route server, its
   peers and its associations from them, the translation's Problems and this agent's own view;
 - each body is compared with what the object has: what we last wrote, while the cached object is
@@ -14,13 +14,17 @@ cache that `is_leader` says this agent leads:
   status is stale once we have written), else the cached object's status. Only a difference is
   written: a JSON merge patch of the status subresource carrying every key summarize owns (keys it
   no longer produces are set to null; the conditions list is replaced whole);
-- at most one write per object per `min_interval`: a change inside the interval is kept as the
-  object's pending body (a newer one replaces it) and written when the interval ends, not dropped.
+- at most one pass (the listing, summarize, the writes) per `min_interval`, so no object is written
+  more often: a publish inside the interval (the agent publishes after every state change) only
+  keeps its snapshot, and one pass runs with the latest snapshot when the interval ends -- a
+  change inside the interval is written then, not dropped, and a burst of publishes costs one
+  listing per route server.
 
-Route servers we stop leading are forgotten (pending writes dropped, the last-written memory
-cleared: the next leader may write in between). API errors -- 404 (the object is gone), 409, any
-other -- are logged once per object and state, counted in `failures`, and the write is tried again
-at the next publish; nothing is raised into the agent. `writes` counts successful writes by kind.
+Route servers we stop leading are not written (a deferred pass asks `is_leader` again before each
+write) and their last-written memory is cleared: the next leader may write in between. API errors
+-- 404 (the object is gone), 409, any other -- are logged once per object and state, counted in
+`failures`, and the write is tried again at the next pass; nothing is raised into the agent.
+`writes` counts successful writes by kind, `passes` the passes run.
 
 Owns: the scheduling and the writes of summary status. Must not touch: the runtime or agent (it
 reads the snapshot only), spec or metadata of any object, session objects (it only lists them).
@@ -101,13 +105,6 @@ class _Written:
     seen_version: str | None  # the cached object's resourceVersion when we wrote
 
 
-@dataclass(slots=True)
-class _Pending:
-    route_server: str
-    body: Json
-    seen_version: str | None
-
-
 class SummaryWriter:
     """Writes the summary status of the RouteServers this agent leads (see the module docstring)."""
 
@@ -131,48 +128,32 @@ class SummaryWriter:
         self._clock = clock
         self.writes: Counter[str] = Counter()  # successful status writes by kind
         self.failures: Counter[str] = Counter()  # failed calls by kind ("RouteServerSession": list)
+        self.passes = 0  # summarize passes run (each lists the sessions of every route server we lead)
         self._written: dict[Key, _Written] = {}
-        self._pending: dict[Key, _Pending] = {}
-        self._last_write: dict[Key, float] = {}  # monotonic time of the last attempt
         self._errors: dict[Key, str] = {}  # the state last logged per object
+        self._latest: AgentStatus | None = None
+        self._last_pass = -math.inf  # monotonic start of the last pass
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
-        self._timer_due = math.inf
 
     # -- the sink --------------------------------------------------------------------------------
 
     async def publish(self, status: AgentStatus) -> None:
-        """Summarize every route server we lead and write what changed (never raises ApiException)."""
-        objects = self._objects()
-        problems = list(self._problems())
-        views = {view.name: view for view in status.route_servers}
-        peers = list(objects.get(PEERS, ()))
-        associations = list(objects.get(ASSOCIATIONS, ()))
-        led: set[str] = set()
-        for server in objects.get(ROUTE_SERVERS, ()):
-            name = _name(server)
-            if not name or not self._is_leader(name):
-                continue
-            led.add(name)
-            sessions = await self._list_sessions(name)
-            if sessions is None:
-                continue  # logged; tried again at the next publish
-            mine = [p for p in peers if _route_server_of(p) == name]
-            tables = [a for a in associations if _route_server_of(a) == name]
-            cached: dict[Key, Mapping[str, Any]] = {("RouteServer", name): server}
-            cached.update({("RouteServerPeer", _name(p)): p for p in mine})
-            cached.update({("RouteTableAssociation", _name(a)): a for a in tables})
-            previous = {key: self._believed(key, obj) for key, obj in cached.items()}
-            bodies = summarize(
-                server, mine, tables, sessions, problems, views.get(name), self.node, self._clock(), previous
-            )
-            for key, body in bodies.items():
-                self._want(name, key, cached[key], body)
-        self._forget(led, objects)
-        await self._write_due()
+        """Summarize every route server we lead and write what changed (never raises ApiException).
+
+        Within `min_interval` of the last pass, the snapshot is kept and one pass runs with the
+        latest snapshot when the interval ends.
+        """
+        self._latest = status
+        wait = self._last_pass + self.min_interval - time.monotonic()
+        if wait > 0:
+            if self._timer is None or self._timer.done():
+                self._timer = asyncio.get_running_loop().create_task(self._pass_later(wait))
+            return
+        await self._pass()
 
     async def close(self) -> None:
-        """Stop the deferred-write timer (pending writes are dropped; the next leader writes them)."""
+        """Stop a deferred pass (its writes are left to the next publish or the next leader)."""
         timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
@@ -180,32 +161,62 @@ class SummaryWriter:
                 await timer
 
     @property
-    def pending(self) -> int:
-        return len(self._pending)
+    def deferred(self) -> bool:
+        """A pass is waiting for the end of the interval."""
+        return self._timer is not None and not self._timer.done()
 
-    # -- deciding --------------------------------------------------------------------------------
+    # -- one pass --------------------------------------------------------------------------------
+
+    async def _pass_later(self, wait: float) -> None:
+        await asyncio.sleep(wait)
+        await self._pass()
+
+    async def _pass(self) -> None:
+        async with self._lock:
+            status = self._latest
+            if status is None:
+                return
+            self._last_pass = time.monotonic()
+            self.passes += 1
+            objects = self._objects()
+            problems = list(self._problems())
+            views = {view.name: view for view in status.route_servers}
+            peers = list(objects.get(PEERS, ()))
+            associations = list(objects.get(ASSOCIATIONS, ()))
+            led: set[str] = set()
+            for server in objects.get(ROUTE_SERVERS, ()):
+                name = _name(server)
+                if not name or not self._is_leader(name):
+                    continue
+                led.add(name)
+                sessions = await self._list_sessions(name)
+                if sessions is None:
+                    continue  # logged; tried again at the next publish
+                mine = [p for p in peers if _route_server_of(p) == name]
+                tables = [a for a in associations if _route_server_of(a) == name]
+                cached: dict[Key, Mapping[str, Any]] = {("RouteServer", name): server}
+                cached.update({("RouteServerPeer", _name(p)): p for p in mine})
+                cached.update({("RouteTableAssociation", _name(a)): a for a in tables})
+                previous = {key: self._believed(key, obj) for key, obj in cached.items()}
+                now = self._clock()
+                bodies = summarize(
+                    server, mine, tables, sessions, problems, views.get(name), self.node, now, previous
+                )
+                for key, body in bodies.items():
+                    if previous[key] != body and self._is_leader(name):
+                        await self._write(key, body, _version(cached[key]))
+            self._forget(led, objects)
 
     def _believed(self, key: Key, obj: Mapping[str, Any]) -> Json:
-        """The status we believe `obj` has (or will have, once its pending write is done)."""
-        pending = self._pending.get(key)
-        if pending is not None:
-            return pending.body
+        """The status we believe `obj` has: what we wrote while the cache still holds that version."""
         written = self._written.get(key)
         if written is not None and written.seen_version == _version(obj):
             return written.body
         return owned(key[0], obj.get("status"))
 
-    def _want(self, route_server: str, key: Key, obj: Mapping[str, Any], body: Json) -> None:
-        self._pending.pop(key, None)
-        if self._believed(key, obj) == body:
-            return
-        self._pending[key] = _Pending(route_server, body, _version(obj))
-
     def _forget(self, led: set[str], objects: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
         """Drop what we keep for route servers we no longer lead and for objects that are gone."""
         leading = self._keys_of(led, objects)
-        for key in [k for k in self._pending if k not in leading]:
-            del self._pending[key]
         for key in [k for k in self._written if k not in leading]:
             del self._written[key]
         present = {
@@ -214,9 +225,8 @@ class SummaryWriter:
             for obj in objects.get(plural, ())
         }
         present |= {("RouteServerSession", _name(obj)) for obj in objects.get(ROUTE_SERVERS, ())}
-        for store in (self._last_write, self._errors):
-            for key in [k for k in store if k not in present]:
-                del store[key]
+        for key in [k for k in self._errors if k not in present]:
+            del self._errors[key]
 
     @staticmethod
     def _keys_of(led: set[str], objects: Mapping[str, Sequence[Mapping[str, Any]]]) -> set[Key]:
@@ -227,41 +237,10 @@ class SummaryWriter:
                     keys.add((KIND_OF_PLURAL[plural], _name(obj)))
         return keys
 
-    # -- writing ---------------------------------------------------------------------------------
+    # -- calls -----------------------------------------------------------------------------------
 
-    async def _write_due(self) -> None:
-        async with self._lock:
-            now = time.monotonic()
-            for key in sorted(self._pending):
-                pending = self._pending.get(key)
-                if pending is None or self._last_write.get(key, -math.inf) + self.min_interval > now:
-                    continue
-                del self._pending[key]
-                if self._is_leader(pending.route_server):
-                    await self._write(key, pending)
-            self._arm_timer()
-
-    def _arm_timer(self) -> None:
-        """A timer for the earliest pending write (re-armed when an earlier one comes)."""
-        if not self._pending:
-            return
-        due = min(self._last_write.get(key, -math.inf) + self.min_interval for key in self._pending)
-        timer = self._timer
-        if timer is not None and not timer.done():
-            if self._timer_due <= due:
-                return
-            timer.cancel()
-        self._timer_due = due
-        self._timer = asyncio.get_running_loop().create_task(self._wait_then_write(due))
-
-    async def _wait_then_write(self, due: float) -> None:
-        await asyncio.sleep(max(0.0, due - time.monotonic()))
-        self._timer = None
-        await self._write_due()
-
-    async def _write(self, key: Key, pending: _Pending) -> None:
+    async def _write(self, key: Key, body: Json, seen_version: str | None) -> None:
         kind, name = key
-        self._last_write[key] = time.monotonic()
         try:
             await self.kube.call(
                 PURPOSE,
@@ -270,7 +249,7 @@ class SummaryWriter:
                 VERSION,
                 PLURAL_OF_KIND[kind],
                 name,
-                merge_patch(kind, pending.body),
+                merge_patch(kind, body),
                 _content_type=MERGE_PATCH,
             )
         except Exception as exc:  # every failure is logged and retried, never raised
@@ -278,7 +257,7 @@ class SummaryWriter:
             self._written.pop(key, None)
             self._failed(key, exc)
             return
-        self._written[key] = _Written(pending.body, pending.seen_version)
+        self._written[key] = _Written(body, seen_version)
         self.writes[kind] += 1
         if self._errors.pop(key, None) is not None:
             event(
