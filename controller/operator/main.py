@@ -26,6 +26,7 @@ from ipaddress import IPv4Address
 from controller.admin import DEFAULT_ADMIN_ADDRESS
 from controller.agent import Agent, AgentOptions
 from controller.events import Event
+from controller.operator.conditions import SummaryWriter
 from controller.operator.kube import Kube
 from controller.operator.kube_events import KubeEventSink
 from controller.operator.lease import LeaseSet
@@ -109,6 +110,7 @@ class Operator:
     events: KubeEventSink
     leases: LeaseSet
     sessions: SessionWriter
+    summary: SummaryWriter
     agent: Agent
 
     async def run(self) -> int:
@@ -118,6 +120,7 @@ class Operator:
         finally:
             await self.leases.stop()  # released: another endpoint takes the summary over at once
             await self.sessions.close()
+            await self.summary.close()
             await self.events.stop()
             await asyncio.to_thread(self.kube.close)
 
@@ -154,6 +157,10 @@ def build(settings: AgentSettings) -> Operator:
     source.on_desired(lambda desired: leases.ensure(rs.name for rs in desired.route_servers))
     sessions = SessionWriter(kube, settings.node_name, functools.partial(source.uid_of, "RouteServerPeer"))
     agent.add_status_sink(sessions)
+    summary = SummaryWriter(
+        kube, settings.node_name, leases.is_leader, source.objects, lambda: source.problems
+    )
+    agent.add_status_sink(summary)
     agent.runtime.metrics.registry.register(
         OperatorCollector(
             requests=kube.request_counts,
@@ -164,11 +171,14 @@ def build(settings: AgentSettings) -> Operator:
                 "aggregated": events.aggregated,
                 "dropped": events.dropped,
             },
-            status_writes=lambda: {f"session_{k}": v for k, v in sessions.writes.items()},
+            status_writes=lambda: {
+                **{f"session_{k}": v for k, v in sessions.writes.items()},
+                **{f"summary_{k}": v for k, v in summary.writes.items()},
+            },
             leaders=leases.leaders,
         )
     )
-    return Operator(kube, source, events, leases, sessions, agent)
+    return Operator(kube, source, events, leases, sessions, summary, agent)
 
 
 async def run_agent(settings: AgentSettings) -> int:

@@ -72,6 +72,35 @@ def _sessions(cluster: Cluster) -> dict[tuple[str, str], str]:
     }
 
 
+_SUMMARY_UP = {
+    "vip": ("True", "False", 2, 2),
+    "fw-a": ("True", "False", 2, 2),
+    "fw-b": ("True", "False", 2, 2),
+    "vip-table": ("True", "False", 1, 1),
+}
+
+
+def _summary(cluster: Cluster) -> dict[str, tuple[object, ...]]:
+    """name -> (Ready, Degraded, and two counts) of the route server, peers and association."""
+    counts = {
+        "routeservers": ("endpoints", "peersUp"),
+        "routeserverpeers": ("sessions", "sessionsEstablished"),
+        "routetableassociations": ("targets", "routesInstalled"),
+    }
+    out: dict[str, tuple[object, ...]] = {}
+    for resource, (first, second) in counts.items():
+        for obj in cluster.items(resource):
+            status = obj.get("status") or {}
+            state = {c["type"]: c["status"] for c in status.get("conditions") or ()}
+            out[obj["metadata"]["name"]] = (
+                state.get("Ready"),
+                state.get("Degraded"),
+                status.get(first),
+                status.get(second),
+            )
+    return out
+
+
 def _events(cluster: Cluster, regarding: str, reason: str) -> list[dict[str, Any]]:
     return [
         e
@@ -158,6 +187,10 @@ def test_both_nodes_route_the_vip_fail_over_and_follow_the_objects(setup: TwoNod
         assert (owner["kind"], owner["name"]) == ("RouteServerPeer", obj["spec"]["peerRef"]["name"])
     table = cluster.kubectl("get", "routeserversessions")
     assert table.split("\n")[0].split()[:6] == ["NAME", "NODE", "PEER", "BGP", "BFD", "ACCEPTED"], table
+    # The Lease holder (one of the nodes) writes the summary status of every object.
+    wait_until(lambda: _summary(cluster) == _SUMMARY_UP, 30, what="the summary status of every object")
+    (server,) = cluster.items("routeservers")
+    assert server["status"]["leaseHolder"] in NODE_LABELS
 
     # Freeze the active appliance: both nodes move the VIP to fw-b within detection + a margin.
     frozen = time.monotonic()
