@@ -153,7 +153,10 @@ def build(settings: AgentSettings) -> Operator:
         event_sinks=[events, publisher],
     )
     publisher.agent = agent
-    leases = LeaseSet(kube, settings.namespace, settings.node_name)
+    # A new Lease holder writes the summary at once instead of at the next periodic publish.
+    leases = LeaseSet(
+        kube, settings.namespace, settings.node_name, on_change=lambda _name, _leader: agent.request_publish()
+    )
     source.on_desired(lambda desired: leases.ensure(rs.name for rs in desired.route_servers))
     sessions = SessionWriter(kube, settings.node_name, functools.partial(source.uid_of, "RouteServerPeer"))
     agent.add_status_sink(sessions)

@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.daemons.bird import BirdDaemon
 from tests.support.helm import NAMESPACE
-from tests.support.netns import Lab
+from tests.support.netns import Lab, wait_until
 from tests.support.operator_lab import Cluster, TwoNodes, cluster_fixture, two_nodes
 from tests.support.route_server import PeerSpec, ServerSpec
 
@@ -102,6 +102,14 @@ def test_md5_key_from_a_secret_rotates_and_survives_the_secret_being_deleted(
         20,
         "the missing Secret reported",
     )
+
+    def auth_condition() -> dict[str, str]:
+        peer = cluster.get("routeserverpeer", "fw-a") or {}
+        conditions = (peer.get("status") or {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == "AuthSecretMissing"), {})
+
+    wait_until(lambda: auth_condition().get("status") == "True", 20, what="AuthSecretMissing on fw-a")
+    assert SECRET in auth_condition()["message"]
     rotated = _established(setup, "fw-a")
     for agent in setup.agents.values():
         assert agent.peer("fw-a")["bgp_state"] == "Established"

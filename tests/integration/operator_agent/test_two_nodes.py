@@ -297,3 +297,28 @@ def test_healthz_fails_while_the_watches_are_stale_and_recovers(setup: TwoNodes)
         node_b.relay.resume()
     node_b.wait(lambda: node_b.healthz() == 200, 20, "/healthz recovered")
     assert node_b.proc is not None and node_b.proc.alive()
+
+
+def test_killing_the_lease_holder_hands_the_summary_to_the_other_node(
+    setup: TwoNodes, cluster: Cluster
+) -> None:
+    def holder() -> str | None:
+        rs = cluster.get("routeserver", "vip") or {}
+        value = (rs.get("status") or {}).get("leaseHolder")
+        return str(value) if value else None
+
+    wait_until(
+        lambda: holder() in NODE_LABELS and _summary(cluster) == _SUMMARY_UP, 60, what="a summary writer"
+    )
+    first = holder()
+    assert first is not None
+    (other,) = set(NODE_LABELS) - {first}
+    killed = setup.agents[first]
+    killed.kill()  # SIGKILL: no release; the other node waits out the lease (15 s)
+    started = time.monotonic()
+    wait_until(lambda: holder() == other, 15 + 5, what=f"{other} writing the summary within the lease")
+    print(f"\nsummary taken over {time.monotonic() - started:.1f} s after the holder was killed")
+    assert _vip(killed) == {FW_A}  # the killed agent's routes stay in its table
+    killed.start()
+    killed.wait_established(["fw-a", "fw-b"], 60)
+    assert holder() == other  # the restarted agent does not take the Lease back
