@@ -322,3 +322,45 @@ def test_killing_the_lease_holder_hands_the_summary_to_the_other_node(
     killed.start()
     killed.wait_established(["fw-a", "fw-b"], 60)
     assert holder() == other  # the restarted agent does not take the Lease back
+
+
+def test_changing_a_peers_bfd_profile_and_timers_touches_only_that_session(
+    setup: TwoNodes, cluster: Cluster
+) -> None:
+    setup.wait_all(lambda a: all(p["bgp_state"] == "Established" for p in a.peers().values()), 60,
+                   "both sessions Established")  # fmt: skip
+    for agent in setup.agents.values():
+        agent.wait_bfd_up(["fw-a", "fw-b"], 20)
+
+    def counts() -> dict[str, tuple[int, int, int, int]]:
+        out = {}
+        for name, agent in setup.agents.items():
+            peers = agent.peers()
+            out[name] = (
+                peers["fw-a"]["established_count"],
+                peers["fw-a"]["bfd"]["down_count"],
+                peers["fw-b"]["established_count"],
+                peers["fw-b"]["bfd"]["down_count"],
+            )
+        return out
+
+    before = counts()
+    # BFD intervals: changed live through Poll/Final (RFC 5880 §6.8.3), no session flaps.
+    bfd = '{"spec":{"bfd":{"minTxIntervalMilliseconds":200,"minRxIntervalMilliseconds":200}}}'
+    cluster.kubectl("patch", "routeserverpeer", "fw-b", "--type", "merge", "-p", bfd)
+    setup.wait_all(lambda a: a.peer("fw-b")["bfd"]["min_tx_ms"] == 200, 20, "fw-b's BFD at 200 ms")
+    assert counts() == before, "a BFD interval change flapped a session"
+    # Hold time: negotiated in OPEN, so fw-b's session restarts; fw-a's is not touched.
+    timers = '{"spec":{"timers":{"holdTimeSeconds":6}}}'
+    cluster.kubectl("patch", "routeserverpeer", "fw-b", "--type", "merge", "-p", timers)
+    setup.wait_all(
+        lambda a: (
+            a.peer("fw-b")["bgp_state"] == "Established"
+            and (a.peer("fw-b").get("negotiated") or {}).get("hold_time") == 6
+        ),  # min(ours 6, FRR's 9)
+        40,
+        "fw-b re-established with the new hold time",
+    )
+    after = counts()
+    for name in setup.agents:
+        assert after[name][:2] == before[name][:2], f"{name}: fw-a was touched"
