@@ -182,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=str.upper,
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
     )
+    agent.add_argument(
+        "--daemonset",
+        help="the agents' DaemonSet (default: $KRS_DAEMONSET): gone at SIGTERM means uninstall, so withdraw",
+    )
     agent.add_argument("--log-format", default="json", choices=("text", "json"))
 
     check = commands.add_parser("validate", help="validate YAML files as `run` would, then exit")

@@ -67,6 +67,7 @@ class Kube:
         self.custom = client.CustomObjectsApi(self.api_client)
         self.coordination = client.CoordinationV1Api(self.api_client)
         self.events = client.EventsV1Api(self.api_client)
+        self.apps = client.AppsV1Api(self.api_client)
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="kube")
         self._lock = threading.Lock()
         self.requests: Counter[str] = Counter()

@@ -60,6 +60,7 @@ class AgentSettings:
     resync_interval: float = RESYNC_INTERVAL
     secret_interval: float = SECRET_INTERVAL
     stale_after: float = STALE_AFTER
+    daemonset: str | None = None
     version: str = ""
 
 
@@ -85,6 +86,7 @@ def settings_from_args(args: argparse.Namespace, version: str = "") -> AgentSett
         resync_interval=args.resync_interval,
         secret_interval=args.secret_interval,
         stale_after=args.stale_after,
+        daemonset=args.daemonset or os.environ.get("KRS_DAEMONSET") or None,
         version=version,
     )
 
@@ -137,6 +139,7 @@ def build(settings: AgentSettings) -> Operator:
             resync_interval=settings.resync_interval,
             secret_interval=settings.secret_interval,
             stale_after=settings.stale_after,
+            daemonset=settings.daemonset,
         ),
     )
     events = KubeEventSink(kube, settings.node_name, EVENT_NAMESPACE, uid_of=source.uid_of)

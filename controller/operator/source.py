@@ -90,6 +90,7 @@ WATCH_SERVER_TIMEOUT = 300  # an integer: the API server refuses "300.0"
 WATCH_CLIENT_TIMEOUT = 330.0
 RETRY_MIN, RETRY_MAX = 1.0, 30.0
 KOPF_STOP_TIMEOUT = 10.0
+RELEASE_CHECK_TIMEOUT = 3.0  # seconds; within the pod's termination grace
 MAX_PROBLEMS_LOGGED = 20
 
 
@@ -102,6 +103,9 @@ class OperatorOptions:
     secret_interval: float = SECRET_INTERVAL
     debounce: float = DEBOUNCE
     stale_after: float = STALE_AFTER
+    # The DaemonSet running the agents (the chart sets it): on SIGTERM, a DaemonSet that is gone (or
+    # our rights on it, with the release's RBAC) means `helm uninstall`: withdraw instead of keeping.
+    daemonset: str | None = None
 
 
 @dataclass
@@ -333,6 +337,11 @@ class OperatorSource:
             agent.install_signal_handlers()
 
     async def stop(self) -> None:
+        if self.agent is not None and await self.release_removed():
+            logs.event(log, logging.WARNING, "release_removed",
+                       "the agents' DaemonSet is gone (helm uninstall): withdrawing the routes",
+                       daemonset=f"{self.options.namespace}/{self.options.daemonset}")  # fmt: skip
+            self.agent.request_stop(keep_routes=False)
         self._stopping.set()
         await cancel_and_wait(self._tasks)
         self._tasks = []
@@ -347,6 +356,23 @@ class OperatorSource:
             self._kopf_task = None
         if self._node_thread is not None:
             await asyncio.to_thread(self._node_thread.join, 2.0)  # a daemon thread: may outlive this
+
+    async def release_removed(self) -> bool:
+        """True when our DaemonSet is deleted or being deleted, or we may no longer read it (the
+        release's RBAC went with it). Unreachable API: False (keeping the routes is the safe side)."""
+        name = self.options.daemonset
+        if not name:
+            return False
+        try:
+            daemonset: Any = await self.kube.call(
+                "release", self.kube.apps.read_namespaced_daemon_set, name, self.options.namespace,
+                _request_timeout=RELEASE_CHECK_TIMEOUT,
+            )  # fmt: skip
+        except ApiException as exc:
+            return exc.status in (401, 403, 404)
+        except Exception:
+            return False
+        return bool(daemonset.metadata and daemonset.metadata.deletion_timestamp)
 
     def fresh(self) -> bool:
         """False when no watch has produced an event (or a renewed stream) for `stale_after` s."""

@@ -91,7 +91,10 @@ def test_default_render_is_the_agent_daemonset_with_least_privilege(helm: Helm) 
     )
     role = _one(docs, "Role")
     assert role["metadata"]["namespace"] == NAMESPACE
-    assert {r for rule in role["rules"] for r in rule["resources"]} == {"leases", "secrets"}
+    assert {r for rule in role["rules"] for r in rule["resources"]} == {"leases", "secrets", "daemonsets"}
+    (own,) = [rule for rule in role["rules"] if rule["resources"] == ["daemonsets"]]
+    assert own == {"apiGroups": ["apps"], "resources": ["daemonsets"], "resourceNames": [f"{FULLNAME}-agent"],
+                   "verbs": ["get"]}  # fmt: skip
 
 
 def test_non_default_values_render(helm: Helm) -> None:

@@ -129,6 +129,7 @@ class AgentProcess(RouteServerProcess):
             "--namespace", NAMESPACE,
             "--admin-address", f"127.0.0.1:{self.admin_port}",
             "--log-level", self.log_level, "--log-format", "text",
+            "--daemonset", f"{FULLNAME}-agent",
             *self.extra_args,
         ]  # fmt: skip
 
