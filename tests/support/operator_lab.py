@@ -16,6 +16,7 @@ hosts with the labels the test gives them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -219,6 +220,39 @@ def two_nodes(
     return setup
 
 
+@contextlib.contextmanager
+def running(
+    lab: Lab,
+    cluster: Cluster,
+    spec: ServerSpec,
+    node_labels: dict[str, dict[str, str]],
+    *,
+    passwords: dict[str, str] | None = None,
+    agent_args: Sequence[str] = (),
+) -> Iterator[TwoNodes]:
+    """`two_nodes` with the route server objects applied and both agents started; afterwards the
+    relays resumed, the API server running again, the agents' readers closed (the lab stops the
+    processes), the objects and the Node objects deleted, also on failure."""
+    nodes = two_nodes(
+        lab, cluster, spec, node_labels, start_agents=False, passwords=passwords, agent_args=agent_args
+    )
+    try:
+        cluster.apply(spec.documents())
+        for agent in nodes.agents.values():
+            agent.start()
+        yield nodes
+    finally:
+        for agent in nodes.agents.values():
+            agent.relay.resume()
+        if not cluster.api.running():
+            cluster.api.start_apiserver()
+        for agent in nodes.agents.values():
+            agent.close()
+        cluster.delete_route_server_objects()
+        for name in node_labels:
+            cluster.kubectl("delete", "node", name, "--ignore-not-found", check=False)
+
+
 def kopf_traces(obj: dict[str, Any]) -> list[str]:
     """Annotations, finalizers or status fields that kopf (not we) would have written on `obj`."""
     found = []
@@ -242,5 +276,6 @@ __all__ = [
     "TwoNodes",
     "cluster_fixture",
     "kopf_traces",
+    "running",
     "two_nodes",
 ]

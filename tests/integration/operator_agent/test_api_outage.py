@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.netns import Lab, wait_until
-from tests.support.operator_lab import VIP, AgentProcess, Cluster, TwoNodes, cluster_fixture, two_nodes
+from tests.support.operator_lab import VIP, AgentProcess, Cluster, TwoNodes, running
 from tests.support.route_server import PeerSpec, ServerSpec, kernel_routes
 
 pytestmark = [pytest.mark.netns, pytest.mark.interop, pytest.mark.apiserver, pytest.mark.slow]
@@ -29,29 +29,10 @@ OUTAGE = 60.0
 LOOP_LAG_BOUND = 0.1  # s: "never blocked" with a margin for a shared 2-core machine
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    yield from cluster_fixture(tmp_path_factory.mktemp("cluster"))
-
-
 @pytest.fixture
 def setup(lab: Lab, cluster: Cluster) -> Iterator[TwoNodes]:
-    nodes = two_nodes(lab, cluster, SPEC, NODE_LABELS, start_agents=False)
-    try:
-        cluster.apply(SPEC.documents())
-        for agent in nodes.agents.values():
-            agent.start()
+    with running(lab, cluster, SPEC, NODE_LABELS) as nodes:
         yield nodes
-    finally:
-        for agent in nodes.agents.values():
-            agent.relay.resume()
-        if not cluster.api.running():
-            cluster.api.start_apiserver()
-        for agent in nodes.agents.values():
-            agent.close()
-        cluster.delete_route_server_objects()
-        for name in NODE_LABELS:
-            cluster.kubectl("delete", "node", name, "--ignore-not-found", check=False)
 
 
 def _vip(agent: AgentProcess) -> set[str] | None:

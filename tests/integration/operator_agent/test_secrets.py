@@ -19,7 +19,7 @@ import pytest
 from tests.support.daemons.bird import BirdDaemon
 from tests.support.helm import NAMESPACE
 from tests.support.netns import Lab, wait_until
-from tests.support.operator_lab import Cluster, TwoNodes, cluster_fixture, two_nodes
+from tests.support.operator_lab import Cluster, TwoNodes, running
 from tests.support.route_server import PeerSpec, ServerSpec
 
 pytestmark = [pytest.mark.netns, pytest.mark.interop, pytest.mark.apiserver, pytest.mark.slow]
@@ -43,30 +43,15 @@ def _secret(key: str) -> dict[str, object]:
     }
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    yield from cluster_fixture(tmp_path_factory.mktemp("cluster"))
-
-
 @pytest.fixture
 def setup(lab: Lab, cluster: Cluster) -> Iterator[TwoNodes]:
     cluster.apply([_secret(FIRST_KEY)])
-    nodes = two_nodes(
-        lab, cluster, SPEC, NODE_LABELS, start_agents=False, passwords={"fw-a": FIRST_KEY},
-        agent_args=["--secret-interval", "1"],
-    )  # fmt: skip
     try:
-        cluster.apply(SPEC.documents())
-        for agent in nodes.agents.values():
-            agent.start()
-        yield nodes
+        with running(lab, cluster, SPEC, NODE_LABELS, passwords={"fw-a": FIRST_KEY},
+                     agent_args=["--secret-interval", "1"]) as nodes:  # fmt: skip
+            yield nodes
     finally:
-        for agent in nodes.agents.values():
-            agent.close()
-        cluster.delete_route_server_objects()
         cluster.kubectl("delete", "secret", SECRET, "-n", NAMESPACE, "--ignore-not-found", check=False)
-        for name in NODE_LABELS:
-            cluster.kubectl("delete", "node", name, "--ignore-not-found", check=False)
 
 
 def _established(setup: TwoNodes, peer: str) -> dict[str, int]:

@@ -21,9 +21,8 @@ from tests.support.operator_lab import (
     AgentProcess,
     Cluster,
     TwoNodes,
-    cluster_fixture,
     kopf_traces,
-    two_nodes,
+    running,
 )
 from tests.support.route_server import PeerSpec, ServerSpec, kernel_routes
 
@@ -39,25 +38,10 @@ FW_A, FW_B = "10.0.1.11", "10.0.1.12"
 DETECTION = 0.3  # 100 ms x 3
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    yield from cluster_fixture(tmp_path_factory.mktemp("cluster"))
-
-
 @pytest.fixture
 def setup(lab: Lab, cluster: Cluster) -> Iterator[TwoNodes]:
-    nodes = two_nodes(lab, cluster, SPEC, NODE_LABELS, start_agents=False)
-    try:
-        cluster.apply(SPEC.documents())
-        for agent in nodes.agents.values():
-            agent.start()
+    with running(lab, cluster, SPEC, NODE_LABELS) as nodes:
         yield nodes
-    finally:
-        for agent in nodes.agents.values():
-            agent.close()
-        cluster.delete_route_server_objects()
-        for name in NODE_LABELS:
-            cluster.kubectl("delete", "node", name, "--ignore-not-found", check=False)
 
 
 def _vip(agent: AgentProcess) -> set[str] | None:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.helm import CHART, NAMESPACE, RELEASE
 from tests.support.netns import Lab
-from tests.support.operator_lab import VIP, Cluster, TwoNodes, cluster_fixture, two_nodes
+from tests.support.operator_lab import VIP, Cluster, TwoNodes, running
 from tests.support.route_server import PeerSpec, ServerSpec, kernel_routes
 
 pytestmark = [pytest.mark.netns, pytest.mark.interop, pytest.mark.apiserver, pytest.mark.slow]
@@ -24,22 +24,10 @@ SPEC = ServerSpec((PeerSpec("fw-a", "10.0.1.11", 65001), PeerSpec("fw-b", "10.0.
 NODE_LABELS: dict[str, dict[str, str]] = {"node-a": {}, "node-b": {}}
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    yield from cluster_fixture(tmp_path_factory.mktemp("cluster"))
-
-
 @pytest.fixture
 def setup(lab: Lab, cluster: Cluster) -> Iterator[TwoNodes]:
-    nodes = two_nodes(lab, cluster, SPEC, NODE_LABELS, start_agents=False)
-    try:
-        cluster.apply(SPEC.documents())
-        for agent in nodes.agents.values():
-            agent.start()
+    with running(lab, cluster, SPEC, NODE_LABELS) as nodes:
         yield nodes
-    finally:
-        for agent in nodes.agents.values():
-            agent.close()
 
 
 def test_helm_uninstall_then_sigterm_withdraws_on_every_node(setup: TwoNodes, cluster: Cluster) -> None:
