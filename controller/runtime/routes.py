@@ -37,6 +37,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import ip_network
+from socket import inet_ntoa
 from typing import TYPE_CHECKING
 
 from bgp.rib.adj_rib_in import AdjRibIn
@@ -188,6 +189,14 @@ class RouteIndex:
         self.build_seconds = self.built_at - started
 
 
+_V4_END = 1 << 40  # IPv4 keys are below: (32-bit address << 8) | length
+
+
+def prefix_text(key: PrefixKey) -> str:
+    """An IPv4 key as text, in C (str() of an ipaddress network is Python code)."""
+    return f"{inet_ntoa((key >> 8).to_bytes(4, 'big'))}/{key & 0xFF}"
+
+
 def _rib_of(rs: RouteServerRuntime) -> LocRib | None:
     return rs.speaker.loc_rib if rs.speaker is not None else None
 
@@ -235,6 +244,8 @@ class _PageBuilder:
         self.rib = speaker.loc_rib if speaker is not None else None
         self.ecmp = rs.desired.selection.mode is SelectionMode.ECMP
         self.paths: dict[int, Json] = {}
+        self.text: dict[int, str] = {}
+        self.keep: list[Address] = []
         self.rejected: dict[PrefixKey, list[Json]] = {}
         self.adj: dict[str, AdjRibIn] = {}
         if speaker is not None:
@@ -284,6 +295,18 @@ class _PageBuilder:
             }
         return known
 
+    def addresses(self, hops: tuple[Address, ...]) -> list[str]:
+        """Next hops as text; each address object is formatted once per page (hops are shared)."""
+        cache = self.text
+        out = []
+        for hop in hops:
+            text = cache.get(id(hop))
+            if text is None:
+                text = cache[id(hop)] = str(hop)
+                self.keep.append(hop)  # an id stays unique only while its object lives
+            out.append(text)
+        return out
+
     def route(self, key: PrefixKey) -> Json | None:
         rib = self.rib
         prefix = prefix_from_key(key)
@@ -307,15 +330,15 @@ class _PageBuilder:
                     winners.append(path.peer.peer_id)
         paths.extend(self.rejected.get(key, ()))
         return {
-            "prefix": str(prefix),
+            "prefix": prefix_text(key) if key < _V4_END else str(prefix),
             "rib": paths,
             "best": {"peers": winners, "reason": reason.value if reason is not None else None},
-            "fib": {"nextHops": [str(h) for h in hops], "held": held},
+            "fib": {"nextHops": self.addresses(hops), "held": held},
             "tables": [self.table_state(table, installed, prefix, hops) for table, installed in self.tables],
         }
 
-    @staticmethod
     def table_state(
+        self,
         table: TableRuntime,
         installed: Mapping[Prefix, tuple[Address, ...]] | None,
         prefix: Prefix,
@@ -326,7 +349,7 @@ class _PageBuilder:
         there = installed.get(prefix) if installed is not None else None
         if there:
             entry["state"] = "Installed"
-            entry["nextHops"] = [str(h) for h in there]
+            entry["nextHops"] = self.addresses(there)
             entry["inSync"] = tuple(there) == tuple(hops)
         elif rejection is not None:
             entry["state"] = "Rejected"
