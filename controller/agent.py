@@ -46,7 +46,7 @@ from controller.desired import DesiredState
 from controller.events import EventSink
 from controller.metrics import Metrics
 from controller.runtime import RESYNC_INTERVAL, Runtime
-from controller.runtime.routes import RoutesQuery
+from controller.runtime.routes import RoutesPage, RoutesQuery
 from controller.status import AgentStatus
 from controller.writers.factory import DEFAULT_PROTOCOL, node_writer_factory
 
@@ -101,7 +101,7 @@ class RuntimeLike(Protocol):
 
     def status(self, max_routes: int = ...) -> AgentStatus: ...
 
-    async def routes(self, query: RoutesQuery) -> dict[str, object]: ...
+    async def routes(self, query: RoutesQuery) -> RoutesPage: ...
 
     def healthy(self) -> bool: ...
 

@@ -34,7 +34,7 @@ from controller.metrics import Metrics
 from controller.runtime.deferral import RestartDeferral
 from controller.runtime.ports import BfdService, SpeakerFactory, WriterFactory, default_speaker_factory
 from controller.runtime.route_server import RouteServerContext, RouteServerRuntime
-from controller.runtime.routes import RoutesQuery, routes_page
+from controller.runtime.routes import RoutesPage, RoutesQuery, routes_page
 from controller.runtime.views import MAX_STATUS_ROUTES, route_server_view
 from controller.status import AgentStatus, ConfigView
 from controller.writers.base import RouteWriter
@@ -217,7 +217,7 @@ class Runtime:
         wants_bfd = any(p.bfd is not None for rs in self.desired.route_servers for p in rs.peers)
         return not (wants_bfd and self.bfd is not None and not self.bfd.running)
 
-    async def routes(self, query: RoutesQuery) -> dict[str, object]:
+    async def routes(self, query: RoutesQuery) -> RoutesPage:
         """One page of a route server's routing database (/routes); KeyError: no such route server."""
         rs = self.route_servers[query.route_server]
         keys = await rs.route_index.get(rs)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import json
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
@@ -201,16 +202,40 @@ def _rib_of(rs: RouteServerRuntime) -> LocRib | None:
     return rs.speaker.loc_rib if rs.speaker is not None else None
 
 
-def routes_page(rs: RouteServerRuntime, keys: list[PrefixKey], query: RoutesQuery) -> Json:
+@dataclass(frozen=True, slots=True)
+class RoutesPage:
+    """One page: each route is already JSON text (built from fragments shared across the page)."""
+
+    route_server: str
+    routes: list[str]
+    next: str | None  # the cursor for `after`; None: this was the last page
+    total: int  # routes in the index (within the filter)
+    index_age: float  # seconds since the index was built
+
+    def encode(self) -> bytes:
+        head = {
+            "routeServer": self.route_server,
+            "next": self.next,
+            "total": self.total,
+            "indexAgeSeconds": round(self.index_age, 3),
+            "rejectedPaths": REJECTIONS_NOTE,
+        }
+        return (json.dumps(head)[:-1] + ',"routes":[' + ",".join(self.routes) + "]}").encode()
+
+    def to_json(self) -> Json:
+        data: Json = json.loads(self.encode())
+        return data
+
+
+def routes_page(rs: RouteServerRuntime, keys: list[PrefixKey], query: RoutesQuery) -> RoutesPage:
     """One page of `rs`'s routes in address order over the sorted `keys` (module docstring)."""
     low, high = 0, len(keys)
     if query.within is not None:
         first, last = key_range(query.within)
         low, high = bisect_left(keys, first), bisect_right(keys, last)
-    total = high - low
     start = low if query.after is None else max(low, bisect_right(keys, query.after))
     builder = _PageBuilder(rs)
-    routes: list[Json] = []
+    routes: list[str] = []
     limit = query.limit
     scan_end = min(high, start + limit * SCAN_FACTOR)
     index = start
@@ -225,28 +250,27 @@ def routes_page(rs: RouteServerRuntime, keys: list[PrefixKey], query: RoutesQuer
         if route is not None:
             routes.append(route)
     following = str(prefix_from_key(keys[index - 1])) if index < high and index > start else None
-    return {
-        "routeServer": rs.name,
-        "routes": routes,
-        "next": following,
-        "total": total,
-        "indexAgeSeconds": round(time.monotonic() - rs.route_index.built_at, 3),
-        "rejectedPaths": REJECTIONS_NOTE,
-    }
+    age = time.monotonic() - rs.route_index.built_at
+    return RoutesPage(rs.name, routes, following, high - low, age)
+
+
+_dumps = json.dumps
+_BOOL = ("false", "true")
 
 
 class _PageBuilder:
-    """Per-page lookups: each shared Path is described once, rejection samples grouped by prefix."""
+    """Per-page lookups and JSON fragments: each shared Path, address and table is encoded once."""
 
     def __init__(self, rs: RouteServerRuntime) -> None:
         self.rs = rs
+        self.fib = rs.fib
         speaker = rs.speaker
         self.rib = speaker.loc_rib if speaker is not None else None
         self.ecmp = rs.desired.selection.mode is SelectionMode.ECMP
-        self.paths: dict[int, Json] = {}
+        self.paths: dict[int, str] = {}
         self.text: dict[int, str] = {}
-        self.keep: list[Address] = []
-        self.rejected: dict[PrefixKey, list[Json]] = {}
+        self.keep: list[object] = []  # an id stays unique only while its object lives
+        self.rejected: dict[PrefixKey, list[str]] = {}
         self.adj: dict[str, AdjRibIn] = {}
         if speaker is not None:
             for name in rs.peers:
@@ -259,25 +283,26 @@ class _PageBuilder:
                 self.adj[name] = adj
                 address = str(adj.peer.address)
                 for sample in adj.recent_rejections:
-                    self.rejected.setdefault(sample.prefix, []).append(
-                        {
-                            "peer": name,
-                            "peerAddress": address,
-                            "pathId": sample.path_id,
-                            "status": "Rejected",
-                            "reason": sample.reason.value,
-                        }
-                    )
-        self.tables: list[tuple[TableRuntime, Mapping[Prefix, tuple[Address, ...]] | None]] = [
-            (t, t.writer.installed() if t.writer is not None else None) for t in rs.tables.values()
+                    fragment = {
+                        "peer": name,
+                        "peerAddress": address,
+                        "pathId": sample.path_id,
+                        "status": "Rejected",
+                        "reason": sample.reason.value,
+                    }
+                    self.rejected.setdefault(sample.prefix, []).append(_dumps(fragment))
+        self.tables: list[tuple[TableRuntime, str, Mapping[Prefix, tuple[Address, ...]] | None]] = [
+            (t, '{"table":' + _dumps(t.name), t.writer.installed() if t.writer is not None else None)
+            for t in rs.tables.values()
         ]
 
-    def describe(self, path: Path) -> Json:
+    def describe(self, path: Path) -> str:
+        """The path's attributes as the start of a JSON object (no closing brace)."""
         known = self.paths.get(id(path))
         if known is None:
             attrs = path.attributes
             peer = path.peer
-            known = self.paths[id(path)] = {
+            fields = {
                 "peer": peer.peer_id,
                 "peerAddress": str(peer.address),
                 "peerAsn": peer.asn,
@@ -293,72 +318,81 @@ class _PageBuilder:
                 ],
                 "status": "Accepted",
             }
+            known = self.paths[id(path)] = _dumps(fields)[:-1]
+            self.keep.append(path)
         return known
 
-    def addresses(self, hops: tuple[Address, ...]) -> list[str]:
-        """Next hops as text; each address object is formatted once per page (hops are shared)."""
+    def addresses(self, hops: tuple[Address, ...]) -> str:
+        """Next hops as a JSON array; each address object is formatted once per page (hops are shared)."""
         cache = self.text
         out = []
         for hop in hops:
             text = cache.get(id(hop))
             if text is None:
-                text = cache[id(hop)] = str(hop)
-                self.keep.append(hop)  # an id stays unique only while its object lives
+                text = cache[id(hop)] = f'"{hop}"'
+                self.keep.append(hop)
             out.append(text)
-        return out
+        return "[" + ",".join(out) + "]"
 
-    def route(self, key: PrefixKey) -> Json | None:
+    def route(self, key: PrefixKey) -> str | None:
         rib = self.rib
         prefix = prefix_from_key(key)
-        hops, held = self.rs.fib.lookup(prefix)
+        hops, held = self.fib.lookup(prefix)
         candidates: tuple[Path, ...] = rib.candidates(key) if rib is not None else ()
         if not candidates and not hops:
             return None  # gone since the index was built
-        paths: list[Json] = []
+        paths: list[str] = []
         winners: list[str] = []
-        reason = None
+        reason = "null"
         if candidates:
             assert rib is not None
             won = rib.ecmp(key) if self.ecmp else candidates[:1]
-            reason = rib.reason(key)
+            decided = rib.reason(key)
+            if decided is not None:
+                reason = f'"{decided.value}"'
+            adjs = self.adj
             for path in candidates:
-                best = any(path is w for w in won)
-                adj = self.adj.get(path.peer.peer_id)
+                best = path is won[0] or (len(won) > 1 and any(w is path for w in won))
+                adj = adjs.get(path.peer.peer_id)
                 stale = adj is not None and adj.is_stale(key, path.path_id)
-                paths.append({**self.describe(path), "best": best, "stale": stale})
+                paths.append(f'{self.describe(path)},"best":{_BOOL[best]},"stale":{_BOOL[stale]}}}')
                 if best:
-                    winners.append(path.peer.peer_id)
-        paths.extend(self.rejected.get(key, ()))
-        return {
-            "prefix": prefix_text(key) if key < _V4_END else str(prefix),
-            "rib": paths,
-            "best": {"peers": winners, "reason": reason.value if reason is not None else None},
-            "fib": {"nextHops": self.addresses(hops), "held": held},
-            "tables": [self.table_state(table, installed, prefix, hops) for table, installed in self.tables],
-        }
+                    winners.append(_dumps(path.peer.peer_id))
+        rejected = self.rejected.get(key)
+        if rejected:
+            paths.extend(rejected)
+        text = prefix_text(key) if key < _V4_END else str(prefix)
+        hop_text = self.addresses(hops)
+        tables = ",".join(
+            self.table_state(table, head, installed, prefix, hops, hop_text)
+            for table, head, installed in self.tables
+        )
+        return (
+            f'{{"prefix":"{text}","rib":[{",".join(paths)}],'
+            f'"best":{{"peers":[{",".join(winners)}],"reason":{reason}}},'
+            f'"fib":{{"nextHops":{hop_text},"held":{_BOOL[held]}}},"tables":[{tables}]}}'
+        )
 
     def table_state(
         self,
         table: TableRuntime,
+        head: str,
         installed: Mapping[Prefix, tuple[Address, ...]] | None,
         prefix: Prefix,
         hops: tuple[Address, ...],
-    ) -> Json:
-        entry: Json = {"table": table.name}
-        rejection = table.rejected.get(prefix)
+        hop_text: str,
+    ) -> str:
         there = installed.get(prefix) if installed is not None else None
         if there:
-            entry["state"] = "Installed"
-            entry["nextHops"] = self.addresses(there)
-            entry["inSync"] = tuple(there) == tuple(hops)
-        elif rejection is not None:
-            entry["state"] = "Rejected"
-            entry["reason"] = rejection.reason.value
-            entry["message"] = rejection.message
-        elif not table.passes(prefix):
-            entry["state"] = "Filtered"
-        elif installed is None:
-            entry["state"] = "NotOpen"
-        else:
-            entry["state"] = "Pending" if prefix in table._pending else "NotInstalled"
-        return entry
+            same = there is hops or tuple(there) == hops
+            there_text = hop_text if same else self.addresses(there)
+            return f'{head},"state":"Installed","nextHops":{there_text},"inSync":{_BOOL[same]}}}'
+        rejection = table.rejected.get(prefix) if table.rejected else None
+        if rejection is not None:
+            reason, message = rejection.reason.value, _dumps(rejection.message)
+            return f'{head},"state":"Rejected","reason":"{reason}","message":{message}}}'
+        if not table.passes(prefix):
+            return f'{head},"state":"Filtered"}}'
+        if installed is None:
+            return f'{head},"state":"NotOpen"}}'
+        return f'{head},"state":"{"Pending" if prefix in table._pending else "NotInstalled"}"}}'

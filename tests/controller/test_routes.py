@@ -54,7 +54,7 @@ async def two_appliances(harness: Harness, **table_spec: Any) -> None:
 
 async def page(harness: Harness, **params: str) -> dict[str, Any]:
     query = RoutesQuery.parse({"routeServer": "vip", **params})
-    return await harness.runtime.routes(query)
+    return (await harness.runtime.routes(query)).to_json()
 
 
 async def test_a_route_lists_every_path_the_best_one_its_fib_and_table_state(harness: Harness) -> None:
