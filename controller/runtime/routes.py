@@ -49,6 +49,7 @@ from controller.desired import Address, Prefix, SelectionMode
 from controller.prefixes import key_of, prefix_from_key
 
 if TYPE_CHECKING:
+    from controller.runtime.ports import TableWriter
     from controller.runtime.route_server import RouteServerRuntime
     from controller.runtime.tables import TableRuntime
 
@@ -291,9 +292,8 @@ class _PageBuilder:
                         "reason": sample.reason.value,
                     }
                     self.rejected.setdefault(sample.prefix, []).append(_dumps(fragment))
-        self.tables: list[tuple[TableRuntime, str, Mapping[Prefix, tuple[Address, ...]] | None]] = [
-            (t, '{"table":' + _dumps(t.name), t.writer.installed() if t.writer is not None else None)
-            for t in rs.tables.values()
+        self.tables: list[tuple[TableRuntime, str, TableWriter | None]] = [
+            (t, '{"table":' + _dumps(t.name), t.writer) for t in rs.tables.values()
         ]
 
     def describe(self, path: Path) -> str:
@@ -364,8 +364,8 @@ class _PageBuilder:
         text = prefix_text(key) if key < _V4_END else str(prefix)
         hop_text = self.addresses(hops)
         tables = ",".join(
-            self.table_state(table, head, installed, prefix, hops, hop_text)
-            for table, head, installed in self.tables
+            self.table_state(table, head, writer, prefix, hops, hop_text)
+            for table, head, writer in self.tables
         )
         return (
             f'{{"prefix":"{text}","rib":[{",".join(paths)}],'
@@ -377,12 +377,12 @@ class _PageBuilder:
         self,
         table: TableRuntime,
         head: str,
-        installed: Mapping[Prefix, tuple[Address, ...]] | None,
+        writer: TableWriter | None,
         prefix: Prefix,
         hops: tuple[Address, ...],
         hop_text: str,
     ) -> str:
-        there = installed.get(prefix) if installed is not None else None
+        there = writer.installed_route(prefix) if writer is not None else None
         if there:
             same = there is hops or tuple(there) == hops
             there_text = hop_text if same else self.addresses(there)
@@ -393,6 +393,6 @@ class _PageBuilder:
             return f'{head},"state":"Rejected","reason":"{reason}","message":{message}}}'
         if not table.passes(prefix):
             return f'{head},"state":"Filtered"}}'
-        if installed is None:
+        if writer is None:
             return f'{head},"state":"NotOpen"}}'
         return f'{head},"state":"{"Pending" if prefix in table._pending else "NotInstalled"}"}}'
