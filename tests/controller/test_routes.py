@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from bgp.fsm.events import TransitionReason
 from bgp.rib.adj_rib_in import AdjRibIn
 from bgp.rib.path import PeerInfo
 from bgp.rib.policy import ImportPolicy
@@ -40,13 +41,15 @@ async def harness() -> AsyncIterator[Harness]:
     await h.runtime.stop(keep_routes=True)
 
 
-async def two_appliances(harness: Harness, **table_spec: Any) -> None:
+async def two_appliances(
+    harness: Harness, server_spec: dict[str, Any] | None = None, **table_spec: Any
+) -> None:
     peers = [
         peer("fw-a", A, liveness="BGPKeepalive"),
         peer("fw-b", B, liveness="BGPKeepalive"),
     ]
     tables = [association("t"), association("t2", target={"node": {"table": 101}}, **table_spec)]
-    await harness.runtime.apply(desired([server(**ALLOW)], peers, tables))
+    await harness.runtime.apply(desired([server(**ALLOW, **(server_spec or {}))], peers, tables))
     await harness.settle()  # the tables' writers are open
     harness.speaker.establish("fw-a")
     harness.speaker.establish("fw-b")
@@ -114,6 +117,20 @@ async def test_filtered_table_and_sampled_import_rejections(harness: Harness) ->
         "reason": "FirstAsMismatch",  # an eBGP AS_PATH must start with the peer's AS
     }
     assert {t["table"]: t["state"] for t in route["tables"]} == {"t": "Installed", "t2": "Filtered"}
+
+
+async def test_a_route_held_by_persist_routes_has_no_path_but_its_fib_entry(harness: Harness) -> None:
+    await two_appliances(harness, {"persistRoutes": {"enabled": True, "durationSeconds": 60}})
+    speaker = harness.speaker
+    speaker.announce("fw-a", VIP)
+    await harness.settle()
+    for name in ("fw-a", "fw-b"):
+        speaker._down(name, TransitionReason.HOLD_TIMER_EXPIRED)  # every session down: the FIB is held
+    await harness.settle()
+    (route,) = (await page(harness))["routes"]
+    assert route["rib"] == [] and route["best"] == {"peers": [], "reason": None}
+    assert route["fib"] == {"nextHops": [A], "held": True}
+    assert {t["table"]: t["state"] for t in route["tables"]} == {"t": "Installed", "t2": "Installed"}
 
 
 def prefixes_of(result: dict[str, Any]) -> list[str]:
