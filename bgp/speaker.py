@@ -270,9 +270,7 @@ class Speaker:
             raise ValueError(f"a peer with address {config.peer_address} is already configured")
         session = Session(config.session_config(self.local_asn, self.router_id), self._rng)
         peer = _Peer(config, session)
-        peer.driver = PeerDriver(
-            config.peer_id, session, transport_config(config), self._driver_events(peer)
-        )
+        peer.driver = PeerDriver(config.peer_id, session, transport_config(config), self._driver_events(peer))
         self._peers[config.peer_id] = peer
         self._by_address[config.peer_address] = peer
         if self._listener is not None:

@@ -1,12 +1,16 @@
-"""The admin HTTP endpoint: `/metrics` (Prometheus), `/healthz`, `/status` (JSON).
+"""The admin HTTP endpoint: `/metrics` (Prometheus), `/healthz`, `/status` and `/routes` (JSON).
 
 A deliberately tiny HTTP/1.1 server on asyncio streams (no web framework is a dependency): GET and
 HEAD only, request head bounded in size and time, one response per connection (`Connection:
 close`). It runs on the agent's own loop, so a handler reads the runtime's state without locks; the
 default address is loopback because the status includes peer addresses and rejected prefixes.
 
-Owns: the HTTP server and its three endpoints. May not touch: the runtime's state (it only reads
-the snapshot callables it is given); the agent (controller/agent.py) starts and closes it.
+`/routes?routeServer=NAME&after=PREFIX&limit=N&prefix=CIDR` is the per-route routing database
+(AWS GetRouteServerRoutingDatabase), one page per request: controller/runtime/routes.py builds it in
+O(page) on the loop; a bad parameter is a 400, an unknown route server a 404.
+
+Owns: the HTTP server and its endpoints. May not touch: the runtime's state (it only reads through
+the callables it is given); the agent (controller/agent.py) starts and closes it.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from controller.metrics import Metrics
+from controller.runtime.routes import RoutesPage, RoutesQuery
 from controller.status import AgentStatus, format_address, to_json
 
 log = logging.getLogger(__name__)
@@ -49,7 +54,9 @@ class Response:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-Handler = Callable[[], Awaitable[Response]]
+Query = Mapping[str, str]  # the request's query parameters (the last of a repeated one wins)
+Handler = Callable[[Query], Awaitable[Response]]
+RoutesSource = Callable[[RoutesQuery], Awaitable[RoutesPage]]
 
 
 def parse_address(text: str, default_port: int = 9179) -> tuple[str, int]:
@@ -104,7 +111,7 @@ class HttpServer:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
                 return
-            method, path = _request_line(head)
+            method, path, query = _request_line(head)
             if method is None:
                 response = Response(HTTPStatus.BAD_REQUEST, b"bad request\n")
             elif method not in ("GET", "HEAD"):
@@ -117,7 +124,7 @@ class HttpServer:
                     response = Response(HTTPStatus.NOT_FOUND, b"not found\n")
                 else:
                     try:
-                        response = await handler()
+                        response = await handler(query)
                     except Exception:
                         log.exception("admin handler for %s failed", path)
                         response = Response(HTTPStatus.INTERNAL_SERVER_ERROR, b"internal error\n")
@@ -130,12 +137,13 @@ class HttpServer:
                 await writer.wait_closed()
 
 
-def _request_line(head: bytes) -> tuple[str | None, str]:
+def _request_line(head: bytes) -> tuple[str | None, str, Query]:
     line = head.split(b"\r\n", 1)[0].decode("latin-1")
     parts = line.split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        return None, ""
-    return parts[0], urlsplit(parts[1]).path
+        return None, "", {}
+    target = urlsplit(parts[1])
+    return parts[0], target.path, dict(parse_qsl(target.query))
 
 
 def _encode(response: Response, head_only: bool) -> bytes:
@@ -159,19 +167,36 @@ def admin_server(
     metrics: Metrics,
     status: Callable[[], AgentStatus],
     healthy: Callable[[], bool],
+    routes: RoutesSource | None = None,
 ) -> HttpServer:
-    """The agent's admin endpoints on one server."""
+    """The agent's admin endpoints on one server (`/routes` only when `routes` is given)."""
 
-    async def get_metrics() -> Response:
+    async def get_metrics(query: Query) -> Response:
         return Response(HTTPStatus.OK, metrics.exposition(), CONTENT_TYPE_LATEST)
 
-    async def get_health() -> Response:
+    async def get_health(query: Query) -> Response:
         if healthy():
             return Response(HTTPStatus.OK, b"ok\n")
         return Response(HTTPStatus.SERVICE_UNAVAILABLE, b"unhealthy: see /status\n")
 
-    async def get_status() -> Response:
+    async def get_status(query: Query) -> Response:
         body = json.dumps(to_json(status()), indent=2, sort_keys=False).encode() + b"\n"
         return Response(HTTPStatus.OK, body, "application/json")
 
-    return HttpServer({"/metrics": get_metrics, "/healthz": get_health, "/status": get_status}, host, port)
+    handlers: dict[str, Handler] = {"/metrics": get_metrics, "/healthz": get_health, "/status": get_status}
+    if routes is not None:
+        source = routes
+
+        async def get_routes(query: Query) -> Response:
+            try:
+                request = RoutesQuery.parse(query)
+            except ValueError as exc:
+                return Response(HTTPStatus.BAD_REQUEST, f"{exc}\n".encode())
+            try:
+                page = await source(request)
+            except KeyError:
+                return Response(HTTPStatus.NOT_FOUND, f"no route server {request.route_server!r}\n".encode())
+            return Response(HTTPStatus.OK, page.encode() + b"\n", "application/json")
+
+        handlers["/routes"] = get_routes
+    return HttpServer(handlers, host, port)

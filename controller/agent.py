@@ -46,6 +46,7 @@ from controller.desired import DesiredState
 from controller.events import EventSink
 from controller.metrics import Metrics
 from controller.runtime import RESYNC_INTERVAL, Runtime
+from controller.runtime.routes import RoutesPage, RoutesQuery
 from controller.status import AgentStatus
 from controller.writers.factory import DEFAULT_PROTOCOL, node_writer_factory
 
@@ -99,6 +100,8 @@ class RuntimeLike(Protocol):
     async def stop(self, keep_routes: bool | None = None) -> None: ...
 
     def status(self, max_routes: int = ...) -> AgentStatus: ...
+
+    async def routes(self, query: RoutesQuery) -> RoutesPage: ...
 
     def healthy(self) -> bool: ...
 
@@ -185,7 +188,12 @@ class Agent:
         self.runtime: RuntimeLike = runtime
         host, port = parse_address(options.admin_address)
         self.admin = admin_server(
-            host, port, metrics=runtime.metrics, status=runtime.status, healthy=self.healthy
+            host,
+            port,
+            metrics=runtime.metrics,
+            status=runtime.status,
+            healthy=self.healthy,
+            routes=runtime.routes,
         )
         # Desired state: sequence numbers of the latest submitted and the latest applied state.
         self.desired: DesiredState | None = None  # the latest state applied successfully

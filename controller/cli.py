@@ -4,12 +4,13 @@
     routeserver validate -f PATH [...]        check the files as `run` would, then exit
     routeserver agent [--kubeconfig PATH]     run on a cluster node, fed by the API server (operator)
     routeserver status [--json]               ask a running agent's admin endpoint for its status
+    routeserver routes [--route-server X]     its routing database: paths, best, FIB, tables (/routes)
 
 Exit codes: 0 success, 1 runtime failure (a port cannot be bound, the agent cannot be reached),
 2 invalid configuration or arguments.
 
 Owns: argument parsing and dispatch (`run`/`validate` to controller/standalone.py, `agent` to
-controller/operator/main.py (imported only when that command runs), `status` over HTTP, the lab
+controller/operator/main.py (imported only when that command runs), `status` and `routes` over HTTP, the lab
 subcommands it registers). May not touch: the runtime or the agent directly; lab
 tooling only through its registered subcommands.
 """
@@ -21,8 +22,10 @@ import http.client
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+from urllib.parse import urlencode
 
 from controller import logs
 from controller.admin import DEFAULT_ADMIN_ADDRESS, parse_address
@@ -200,6 +203,32 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the raw JSON status")
     status.add_argument("--timeout", type=float, default=STATUS_TIMEOUT, help="seconds to wait for the agent")
 
+    routes = commands.add_parser(
+        "routes",
+        help="show a route server's routing database: every path per prefix, the best, FIB and tables",
+        description="Pages through the agent's /routes endpoint (in address order). Paths: * marks the "
+        "best path (or the ECMP set), !REASON an import policy rejection (sampled; rejected paths are "
+        "not kept in the RIB).",
+    )
+    routes.add_argument(
+        "--admin-address",
+        default=DEFAULT_ADMIN_ADDRESS,
+        help=f"the agent's admin HOST:PORT (default {DEFAULT_ADMIN_ADDRESS})",
+    )
+    routes.add_argument(
+        "--route-server", help="the RouteServer (default: the only one the agent runs)", metavar="NAME"
+    )
+    routes.add_argument("--prefix", help="only routes within this CIDR", metavar="CIDR")
+    routes.add_argument(
+        "--after", help="start after this prefix (the `next` of a previous page)", metavar="P"
+    )
+    routes.add_argument("--all", action="store_true", help="every page, not only the first")
+    routes.add_argument(
+        "--page-size", type=int, default=500, metavar="N", help="routes per request (1..5000)"
+    )
+    routes.add_argument("--json", action="store_true", help="print the routes as JSON (one array)")
+    routes.add_argument("--timeout", type=float, default=STATUS_TIMEOUT, help="seconds to wait for the agent")
+
     # -- appliance and demo (lab/appliance.py, lab/demo.py): each sets args.handler --
     appliance.add_parser(commands)
     demo.add_parser(commands)
@@ -208,22 +237,108 @@ def build_parser() -> argparse.ArgumentParser:
 
 def fetch_status(address: str, timeout: float = STATUS_TIMEOUT) -> dict[str, object]:
     """GET /status from an agent's admin address; OSError/ValueError when it cannot be had."""
+    return _get_json(address, "/status", timeout)
+
+
+def _get_json(address: str, target: str, timeout: float) -> dict[str, Any]:
     host, port = parse_address(address)
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1" if host == "0.0.0.0" else "::1"
     connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        connection.request("GET", "/status")
+        connection.request("GET", target)
         response = connection.getresponse()
         body = response.read()
     finally:
         connection.close()
     if response.status != 200:
-        raise ValueError(f"{address} answered {response.status} {response.reason}")
+        detail = body.decode(errors="replace").strip()
+        raise ValueError(f"{address} answered {response.status} {response.reason}: {detail}")
     data = json.loads(body)
     if not isinstance(data, dict):
-        raise ValueError(f"{address} did not answer with a status object")
+        raise ValueError(f"{address} did not answer with a JSON object")
     return data
+
+
+def fetch_routes(
+    address: str,
+    route_server: str,
+    *,
+    within: str | None = None,
+    after: str | None = None,
+    page_size: int = 500,
+    every_page: bool = True,
+    timeout: float = STATUS_TIMEOUT,
+) -> Iterator[dict[str, Any]]:
+    """The routes of `/routes`, page after page (only the first unless `every_page`)."""
+    cursor = after
+    while True:
+        params = {"routeServer": route_server, "limit": str(page_size)}
+        if cursor is not None:
+            params["after"] = cursor
+        if within is not None:
+            params["prefix"] = within
+        page = _get_json(address, "/routes?" + urlencode(params), timeout)
+        yield from page["routes"]
+        cursor = page["next"]
+        if cursor is None or not every_page:
+            return
+
+
+def _route_row(route: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    paths = []
+    for path in route["rib"]:
+        if path["status"] == "Rejected":
+            paths.append(f"{path['peer']}!{path['reason']}")
+        else:
+            mark = "*" if path["best"] else ""
+            stale = " stale" if path.get("stale") else ""
+            paths.append(f"{path['peer']}{mark} {path['nextHop']} [{path['asPath']}]{stale}")
+    fib = ",".join(route["fib"]["nextHops"]) or "-"
+    if route["fib"]["held"]:
+        fib += " (held)"
+    tables = " ".join(
+        f"{t['table']}={t['state']}" + (f"({t['reason']})" if t["state"] == "Rejected" else "")
+        for t in route["tables"]
+    )
+    return route["prefix"], "; ".join(paths) or "-", route["best"]["reason"] or "-", fib, tables or "-"
+
+
+def _routes(args: argparse.Namespace) -> int:
+    name = args.route_server
+    try:
+        if name is None:
+            servers = _get_json(args.admin_address, "/status", args.timeout).get("route_servers") or []
+            names = [rs["name"] for rs in servers if isinstance(rs, dict)]
+            if len(names) != 1:
+                print(f"--route-server is needed: the agent runs {names or 'none'}", file=sys.stderr)
+                return 2
+            name = names[0]
+        routes = fetch_routes(
+            args.admin_address,
+            name,
+            within=args.prefix,
+            after=args.after,
+            page_size=args.page_size,
+            every_page=args.all,
+            timeout=args.timeout,
+        )
+        if args.json:
+            print(json.dumps(list(routes), indent=2))
+            return 0
+        rows = [("PREFIX", "PATHS (* best)", "DECIDED BY", "FIB", "TABLES")]
+        rows += [_route_row(route) for route in routes]
+    except (OSError, ValueError) as exc:
+        print(f"cannot get routes from {args.admin_address}: {exc}", file=sys.stderr)
+        return 1
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4])
+    if len(rows) == 1:
+        print("no routes")
+    elif not args.all and len(rows) - 1 == args.page_size:
+        print(f"(first {args.page_size} routes: --all for every page, --after {rows[-1][0]} for the next)")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -293,6 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _validate(args)
     if args.command == "agent":
         return _agent(args)
+    if args.command == "routes":
+        return _routes(args)
     handler = getattr(args, "handler", None)  # appliance, demo
     if handler is not None:
         return int(handler(args))

@@ -79,6 +79,9 @@ class Fib:
         # An entry is current only while the prefix is still persisted and its end matches.
         self._grace_until: dict[Prefix, float] = {}
         self._grace_queue: deque[tuple[float, list[Prefix]]] = deque()
+        # Bumped by every call that may change which prefixes the FIB (or the RIB behind it) holds:
+        # readers that cache something per prefix set (controller/runtime/routes.py) compare it.
+        self.version = 0
 
     @property
     def state(self) -> PersistState:
@@ -96,6 +99,14 @@ class Fib:
         merged = dict(self._persisted)
         merged.update(self._live)
         return merged
+
+    def lookup(self, prefix: Prefix) -> tuple[tuple[Address, ...], bool]:
+        """One prefix's effective next hops and whether they are held (persisted or in their grace)."""
+        hops = self._live.get(prefix)
+        if hops:
+            return hops, False
+        held = self._persisted.get(prefix)
+        return (held, True) if held else ((), False)
 
     def persisted(self) -> Mapping[Prefix, tuple[Address, ...]]:
         """Held entries: persisted (Holding, the recovery window) and those in their grace."""
@@ -131,6 +142,7 @@ class Fib:
         `before`, if given, receives the previous next hops of each changed prefix that had any (what
         the tables held: the failover report needs them, and the FIB has them already).
         """
+        self.version += 1
         changes: dict[Prefix, FibEntry | None] = {}
         graced: list[Prefix] = []
         for prefix, hops in items:
@@ -168,6 +180,7 @@ class Fib:
     def sessions_changed(self, sessions_up: int, now: float) -> dict[Prefix, FibEntry | None]:
         """Track how many sessions are up; drives HOLDING and the recovery window."""
         previous, self._sessions_up = self._sessions_up, sessions_up
+        self.version += 1
         if not self.persist.enabled:
             return {}
         if sessions_up == 0 and previous > 0:
@@ -186,6 +199,7 @@ class Fib:
     def handle_timer(self, now: float) -> dict[Prefix, FibEntry | None]:
         """End of a grace (some session is still up: drop its prefixes) and of the recovery window
         (drop what was not re-advertised; prefixes still in their grace keep it)."""
+        self.version += 1
         changes: dict[Prefix, FibEntry | None] = {}
         queue = self._grace_queue
         while queue and queue[0][0] <= now:
@@ -205,6 +219,7 @@ class Fib:
         return self._drop_persisted(keep_grace=False)
 
     def _drop_persisted(self, keep_grace: bool) -> dict[Prefix, FibEntry | None]:
+        self.version += 1
         changes: dict[Prefix, FibEntry | None] = {}
         grace = self._grace_until
         for prefix in list(self._persisted):

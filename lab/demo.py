@@ -589,9 +589,7 @@ class Demo:
         return events
 
     def _status(self) -> dict[str, Any] | None:
-        done = self.hosts["rs"].run(
-            sys.executable, "-m", "lab.demo_tools", "status", check=False, timeout=20
-        )
+        done = self.hosts["rs"].run(sys.executable, "-m", "lab.demo_tools", "status", check=False, timeout=20)
         if done.returncode != 0:
             return None
         try:

@@ -13,7 +13,7 @@ the FIB and the export side need to act on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, KeysView, Sequence
 from typing import NamedTuple
 
 from bgp.rib.decision import DecisionOptions, DecisionReason, select
@@ -208,6 +208,10 @@ class LocRib:
         if current is None:
             return None
         return _ONLY_PATH if isinstance(current, Path) else current.reason
+
+    def prefixes(self) -> KeysView[PrefixKey]:
+        """Every prefix with at least one path (a live view: copy it before yielding to other code)."""
+        return self._entries.keys()
 
     def selected(self) -> Iterator[tuple[PrefixKey, tuple[Path, ...]]]:
         """(prefix, ECMP set) for every prefix, for a full FIB resync."""

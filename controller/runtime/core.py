@@ -34,6 +34,7 @@ from controller.metrics import Metrics
 from controller.runtime.deferral import RestartDeferral
 from controller.runtime.ports import BfdService, SpeakerFactory, WriterFactory, default_speaker_factory
 from controller.runtime.route_server import RouteServerContext, RouteServerRuntime
+from controller.runtime.routes import RoutesPage, RoutesQuery, routes_page
 from controller.runtime.views import MAX_STATUS_ROUTES, route_server_view
 from controller.status import AgentStatus, ConfigView
 from controller.writers.base import RouteWriter
@@ -215,6 +216,12 @@ class Runtime:
                 return False
         wants_bfd = any(p.bfd is not None for rs in self.desired.route_servers for p in rs.peers)
         return not (wants_bfd and self.bfd is not None and not self.bfd.running)
+
+    async def routes(self, query: RoutesQuery) -> RoutesPage:
+        """One page of a route server's routing database (/routes); KeyError: no such route server."""
+        rs = self.route_servers[query.route_server]
+        keys = await rs.route_index.get(rs)
+        return routes_page(rs, keys, query)
 
     def status(self, max_routes: int = MAX_STATUS_ROUTES) -> AgentStatus:
         """The snapshot behind /status; FIB and installed routes listed up to `max_routes` each."""

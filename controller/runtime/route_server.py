@@ -102,6 +102,7 @@ from controller.runtime.installed import InstalledCounts
 from controller.runtime.liveness import Liveness
 from controller.runtime.peers import PeerRuntime
 from controller.runtime.ports import BfdService, SpeakerFactory, WriterFactory
+from controller.runtime.routes import RouteIndex
 from controller.runtime.tables import TableRuntime
 from controller.status import format_address
 
@@ -203,6 +204,7 @@ class RouteServerRuntime:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._closing = False
+        self.route_index = RouteIndex()  # /routes (controller/runtime/routes.py): built on request
 
     @property
     def name(self) -> str:
@@ -309,6 +311,7 @@ class RouteServerRuntime:
         """Stop everything: routes withdrawn first (unless kept), then sessions closed."""
         self._closing = True
         self._wake.set()
+        self.route_index.close()
         task, self._loop_task = self._loop_task, None
         if task is not None:
             task.cancel()

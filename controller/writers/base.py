@@ -56,6 +56,8 @@ class RouteWriter(Protocol):
     - `resync`: the whole FIB; repairs drift and removes what we own but no longer want.
     - `withdraw_all`: remove every route we own (a table or route server that goes away).
     - `installed`: what is programmed now, as read back (prefix -> next hops).
+    - `installed_route`: the same for one prefix (None: no route of ours), without building the
+      whole mapping (the per-route view, controller/runtime/routes.py, reads it once per route).
     - `close`: release the target, leaving its routes as they are.
     """
 
@@ -68,6 +70,8 @@ class RouteWriter(Protocol):
     async def withdraw_all(self) -> WriteReport: ...
 
     def installed(self) -> Mapping[Prefix, tuple[Address, ...]]: ...
+
+    def installed_route(self, prefix: Prefix) -> tuple[Address, ...] | None: ...
 
     async def close(self) -> None: ...
 

@@ -295,6 +295,14 @@ class NodeTableWriter:
         self._installed = (generation, view)
         return view
 
+    def installed_route(self, prefix: Prefix) -> tuple[Address, ...] | None:
+        """One prefix's gateways as last read or written (None: no route of ours); O(1), no copy.
+
+        Safe while a pass runs in its worker thread: one dict read, and a route's hop set is a tuple.
+        """
+        route = self._routes.get(prefix)
+        return tuple(h.gateway for h in route.hops) if route is not None else None
+
     def foreign(self) -> frozenset[Prefix]:
         """Prefixes where someone else's route holds our (table, metric)."""
         return frozenset(self._foreign)

@@ -243,6 +243,9 @@ class FakeWriter:
     def installed(self) -> Mapping[Prefix, tuple[Address, ...]]:
         return dict(self.routes)
 
+    def installed_route(self, prefix: Prefix) -> tuple[Address, ...] | None:
+        return self.routes.get(prefix)
+
     async def close(self) -> None:
         self.closed = True
 

@@ -92,7 +92,7 @@ async def test_bad_requests(server: HttpServer, raw: bytes, expected: int) -> No
 
 
 async def test_a_failing_handler_is_a_500_and_the_server_keeps_serving() -> None:
-    async def boom() -> object:
+    async def boom(query: object) -> object:
         raise RuntimeError("no")
 
     srv = HttpServer({"/x": boom}, "127.0.0.1", 0)  # type: ignore[dict-item]

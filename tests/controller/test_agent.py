@@ -22,6 +22,7 @@ from controller.agent import Agent, AgentOptions, AgentStoppedError, ApplyError
 from controller.desired import DesiredState, NodeContext
 from controller.metrics import Metrics
 from controller.runtime import Runtime
+from controller.runtime.routes import RoutesPage, RoutesQuery
 from controller.standalone import FileSource, RunOptions
 from controller.status import AgentStatus, ConfigView
 from tests.controller.fakes import SpeakerFactory, WriterFactory
@@ -73,6 +74,9 @@ class FakeRuntime:
 
     def status(self, max_routes: int = 0) -> AgentStatus:
         return AgentStatus("node-1", "", 0.0, True, ConfigView(self.sources, self.generation))
+
+    async def routes(self, query: RoutesQuery) -> RoutesPage:
+        raise KeyError(query.route_server)
 
     def healthy(self) -> bool:
         return True

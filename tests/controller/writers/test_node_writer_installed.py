@@ -1,4 +1,5 @@
-"""NodeTableWriter.installed(): kept between scrapes, read afresh after every pass and notification."""
+"""NodeTableWriter.installed() and installed_route(): kept between scrapes, read afresh after every pass
+and notification; one prefix read without building the mapping."""
 
 from __future__ import annotations
 
@@ -37,3 +38,13 @@ async def test_installed_follows_notifications(kernel: FakeKernel) -> None:
     deleted = kernel.fib.pop((TABLE, prefixes[0], METRIC))  # deleted by hand
     writer._absorb([(False, deleted)])
     assert dict(writer.installed()) == {prefixes[1]: (A,)}
+
+
+async def test_installed_route_reads_one_prefix_as_installed_does(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    prefixes = vips(3)
+    await writer.apply({**via(prefixes[:1], B, C), **via(prefixes[1:2], A)})
+    assert writer.installed_route(prefixes[0]) == (B, C)
+    assert writer.installed_route(prefixes[1]) == (A,)
+    assert writer.installed_route(prefixes[2]) is None  # not ours (not there at all)
+    assert {p: writer.installed_route(p) for p in writer.installed()} == dict(writer.installed())
