@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     routes.add_argument("--all", action="store_true", help="every page, not only the first")
     routes.add_argument(
-        "--page-size", type=int, default=500, metavar="N", help="routes per request (1..5000)"
+        "--page-size", type=int, default=500, metavar="N", help="routes per request (1..1000)"
     )
     routes.add_argument("--json", action="store_true", help="print the routes as JSON (one array)")
     routes.add_argument("--timeout", type=float, default=STATUS_TIMEOUT, help="seconds to wait for the agent")
