@@ -45,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -925,6 +926,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--burst", type=int, default=1000, help="RouteServerPeer objects created, then deleted"
     )
+    parser.add_argument("--baseline", type=float, default=10.0, help="quiet seconds before the burst")
     parser.add_argument(
         "--tail", type=float, default=5.0, help="seconds added to a window for deferred writes"
     )
@@ -954,7 +956,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for name, step in steps:
                         if name in parts:
                             started = time.monotonic()
-                            results[name] = step()
+                            try:
+                                results[name] = step()
+                            except Exception as exc:  # the other parts still run; the error is reported
+                                traceback.print_exc()
+                                results.setdefault("errors", {})[name] = repr(exc)
+                                continue
                             results[name]["part_seconds"] = round(time.monotonic() - started, 1)
                 finally:
                     stop_nodes(nodes, cluster)
@@ -964,7 +971,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_summary(results)
     path = write_results("operator", {"machine": host_info, "arguments": vars(args), **results})
     print(f"\ntotal {results['total_seconds']} s; results: {path.relative_to(REPO_ROOT)}")
-    return 0
+    return 1 if "errors" in results else 0
 
 
 if __name__ == "__main__":
