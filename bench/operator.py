@@ -482,11 +482,42 @@ def start_nodes(lab: Lab, cluster: Cluster) -> Nodes:
     for agent in setup.agents.values():
         agent.start()
     nodes = Nodes(setup, {n: NetnsThread(h.netns) for n, h in setup.nodes.items()})
+    wait_ready(nodes)
+    return nodes
+
+
+def wait_ready(nodes: Nodes) -> None:
     nodes.wait_up(90)
     vip = [IPv4Network(VIP)]
     wait_until(lambda: nodes.count_via(vip, FW_A) == {"node-a": 1, "node-b": 1}, 30, what="the VIP via fw-a")
     time.sleep(SETTLE)
-    return nodes
+
+
+def restart_agents(nodes: Nodes) -> None:
+    """Fresh agents (SIGTERM keeps the routes): the sessions' IdleHold backoff starts over.
+
+    Every BFD-driven drop doubles the session's IdleHold (1 s .. 60 s; RFC 4271 DampPeerOscillations)
+    and only a session Established for 60 s starts it over, so without this a part would measure
+    the drops of the parts before it.
+    """
+    for agent in nodes.agents.values():
+        agent.terminate()
+        agent.start()
+    wait_ready(nodes)
+
+
+def events_by_reason(cluster: Cluster) -> dict[str, int]:
+    """Kubernetes Events in "default" by reason, each counted with its series (aggregated repeats)."""
+    counts: dict[str, int] = {}
+    for item in cluster.items("events.events.k8s.io", "-n", "default"):
+        series = (item.get("series") or {}).get("count", 1)
+        reason = str(item.get("reason"))
+        counts[reason] = counts.get(reason, 0) + int(series)
+    return counts
+
+
+def events_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in sorted(after.items()) if v - before.get(k, 0)}
 
 
 def stop_nodes(nodes: Nodes, cluster: Cluster) -> None:
@@ -562,6 +593,38 @@ def advertise_many(nodes: Nodes, routes: list[str]) -> None:
     nodes.fw_b.configure(lines)
 
 
+class Recovery:
+    """After an unfreeze: when each agent had fw-a Established again and each table all VIPs via fw-a."""
+
+    def __init__(self, nodes: Nodes, watched: list[IPv4Network], since: float) -> None:
+        self.nodes = nodes
+        self.watched = watched
+        self.since = since
+        self.established: dict[str, float] = {}
+        self.all_back: dict[str, float] = {}
+        self.last: dict[str, tuple[str, int]] = {}
+
+    def done(self) -> bool:
+        now = time.monotonic() - self.since
+        for name, agent in self.nodes.agents.items():
+            state = agent.peer("fw-a")["bgp_state"]
+            count = count_via(self.nodes.threads[name], self.watched, FW_A)
+            self.last[name] = (state, count)
+            if state == "Established":
+                self.established.setdefault(name, now)
+            if count == len(self.watched):
+                self.all_back.setdefault(name, now)
+        return len(self.all_back) == len(self.nodes.agents)
+
+    def figures(self) -> dict[str, float]:
+        out = {f"{n}_established_s": round(t, 2) for n, t in self.established.items()}
+        out.update({f"{n}_all_back_s": round(t, 2) for n, t in self.all_back.items()})
+        return out
+
+    def __str__(self) -> str:
+        return f"last (fw-a state, VIPs via fw-a) {self.last}, {self.figures()}"
+
+
 def part_flap(nodes: Nodes, args: argparse.Namespace) -> dict[str, Any]:
     routes = prefixes(FLAP_BASE, args.vips)
     watched = [IPv4Network(p) for p in routes] + [IPv4Network(VIP)]
@@ -597,15 +660,13 @@ def part_flap(nodes: Nodes, args: argparse.Namespace) -> dict[str, Any]:
         finally:
             moved = time.monotonic() - frozen
             fw_a.unfreeze(interfaces)
+        recovery = Recovery(nodes, watched, frozen)
         wait_until(
-            lambda: nodes.count_via(watched, FW_A) == all_via,
-            60,
-            interval=0.1,
-            what="every VIP back via fw-a",
+            recovery.done, args.back_timeout, interval=0.1, what=f"every VIP back via fw-a: {recovery}"
         )
         back = time.monotonic() - frozen
         nodes.wait_up(60)
-        cycles.append({"all_moved_s": round(moved, 3), "all_back_s": round(back, 2)})
+        cycles.append({"all_moved_s": round(moved, 3), "all_back_s": round(back, 2), **recovery.figures()})
         print(
             f"  flap #{flap}: all {total} moved to fw-b after {moved:.3f} s, back after {back:.1f} s",
             flush=True,
@@ -717,7 +778,7 @@ def liveness(nodes: Nodes) -> dict[str, Any]:
         for n, a in nodes.agents.items()
     }
     counters = nodes.fw_b.vtysh_json("show bfd peers counters json") or []
-    frr = {c["peer"]: c.get("session-down-event") for c in counters}
+    frr = {c["peer"]: c.get("session-down", c.get("session-down-event")) for c in counters}
     bird = [
         line.strip()
         for line in nodes.fw_a.birdc("show protocols").stdout.splitlines()
@@ -869,10 +930,13 @@ def print_summary(results: dict[str, Any]) -> None:
                 f" {report['session_writes_per_object_per_s']} ({report['session_objects']} objects);"
                 f" summary writes/s (one object each) {report['summary_writes_per_object_per_s']}"
             )
+        print(f"  cycles: {r['cycles']}")
+        print(f"  Kubernetes Events by reason (both agents): {r.get('events_by_reason')}")
     if "churn" in results:
         r = results["churn"]
         title = f"churn {r['updates_per_s']} updates/s for {r['seconds']} s"
         print("\n" + requests_table(title, r["agents"]))
+        print(f"  Kubernetes Events by reason (both agents): {r.get('events_by_reason')}")
     if "burst" in results:
         r = results["burst"]
         rows = []
@@ -920,6 +984,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="failovers")
     parser.add_argument("--vips", type=int, default=1000, help="VIPs of the flap (besides the one VIP)")
     parser.add_argument("--flaps", type=int, default=3)
+    parser.add_argument("--back-timeout", type=float, default=90.0, help="per flap: every VIP back via fw-a")
     parser.add_argument("--churn-rate", type=float, default=1000.0, help="prefix updates/s")
     parser.add_argument("--churn-batch", type=int, default=100, help="prefixes per toggle")
     parser.add_argument("--churn-seconds", type=float, default=20.0)
@@ -953,11 +1018,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         ("flap", lambda: part_flap(nodes, args)),
                         ("churn", lambda: part_churn(nodes, args)),
                     ]
+                    first = True
                     for name, step in steps:
                         if name in parts:
                             started = time.monotonic()
                             try:
+                                if not first:
+                                    restart_agents(nodes)
+                                first = False
+                                events_before = events_by_reason(cluster)
                                 results[name] = step()
+                                results[name]["events_by_reason"] = events_delta(
+                                    events_before, events_by_reason(cluster)
+                                )
                             except Exception as exc:  # the other parts still run; the error is reported
                                 traceback.print_exc()
                                 results.setdefault("errors", {})[name] = repr(exc)
