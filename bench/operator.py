@@ -38,6 +38,7 @@ import argparse
 import os
 import re
 import select
+import shutil
 import socket
 import statistics
 import subprocess
@@ -520,8 +521,13 @@ def events_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int
     return {k: v - before.get(k, 0) for k, v in sorted(after.items()) if v - before.get(k, 0)}
 
 
-def stop_nodes(nodes: Nodes, cluster: Cluster) -> None:
+def stop_nodes(nodes: Nodes, cluster: Cluster, keep_logs: Path | None = None) -> None:
     nodes.close()
+    if keep_logs is not None:
+        keep_logs.mkdir(parents=True, exist_ok=True)
+        for name, host in nodes.setup.nodes.items():
+            for log in host.workdir.glob("agent*.log"):
+                shutil.copy(log, keep_logs / f"{name}-{log.name}")
     for agent in nodes.agents.values():
         agent.close()
     cluster.delete_route_server_objects()
@@ -987,6 +993,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="failovers")
     parser.add_argument("--vips", type=int, default=1000, help="VIPs of the flap (besides the one VIP)")
     parser.add_argument("--flaps", type=int, default=3)
+    parser.add_argument("--keep-logs", type=Path, default=None, help="copy the two nodes' agent logs here")
     parser.add_argument("--back-timeout", type=float, default=90.0, help="per flap: every VIP back via fw-a")
     parser.add_argument("--churn-rate", type=float, default=1000.0, help="prefix updates/s")
     parser.add_argument("--churn-batch", type=int, default=100, help="prefixes per toggle")
@@ -1040,12 +1047,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 continue
                             results[name]["part_seconds"] = round(time.monotonic() - started, 1)
                 finally:
-                    stop_nodes(nodes, cluster)
+                    stop_nodes(nodes, cluster, args.keep_logs)
         finally:
             cluster.close()
     results["total_seconds"] = round(time.monotonic() - begun, 1)
     print_summary(results)
-    path = write_results("operator", {"machine": host_info, "arguments": vars(args), **results})
+    path = write_results(
+        "operator",
+        {
+            "machine": host_info,
+            "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            **results,
+        },
+    )
     print(f"\ntotal {results['total_seconds']} s; results: {path.relative_to(REPO_ROOT)}")
     return 1 if "errors" in results else 0
 
