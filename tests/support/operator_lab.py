@@ -116,16 +116,20 @@ class AgentProcess(RouteServerProcess):
         *,
         extra_args: Sequence[str] = (),
         name: str = "agent",
+        kubeconfig: Path | None = None,
     ) -> None:
+        """`kubeconfig`: the agent's credentials; None: the chart's ServiceAccount (the cluster's)."""
         super().__init__(host, spec, name=name, extra_args=extra_args)
         self.cluster = cluster
+        self.kubeconfig = kubeconfig
         self.relay = NetnsRelay(host.netns, cluster.api.port, cluster.api.port, host.workdir / "relay.log")
 
     def argv(self) -> list[str]:
-        assert self.cluster.agent_kubeconfig is not None
+        kubeconfig = self.kubeconfig or self.cluster.agent_kubeconfig
+        assert kubeconfig is not None
         return [
             sys.executable, "-m", "controller.cli", "agent",
-            "--kubeconfig", str(self.cluster.agent_kubeconfig),
+            "--kubeconfig", str(kubeconfig),
             "--node-name", self.host.name,
             "--namespace", NAMESPACE,
             "--admin-address", f"127.0.0.1:{self.admin_port}",
