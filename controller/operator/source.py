@@ -281,7 +281,7 @@ def build_desired(
     parsed = (cache or ParseCache()).parse(store_objects)
     desired = translate(parsed.route_servers, parsed.peers, parsed.associations, node=node, secrets=secrets)
     refs = referenced_secrets(parsed.peers, node.namespace)
-    problems = list(parsed.problems) + list(desired.problems)
+    problems = list(parsed.problems) + [_with_cause(p, missing) for p in desired.problems]
     for key, why in sorted(missing.items()):
         for peer, path, secret_key in refs.get(key, ()):
             if key in secrets and secret_key in secrets[key]:
@@ -295,6 +295,16 @@ def build_desired(
                     )
                 )
     return replace(desired, problems=tuple(problems)), refs
+
+
+def _with_cause(problem: Problem, missing: Mapping[SecretKey, str]) -> Problem:
+    """A Secret never read: translate says "not found"; say why it could not be read (403 or 404)."""
+    if problem.reason is not ProblemReason.MISSING_SECRET:
+        return problem
+    for (namespace, name), why in missing.items():
+        if problem.message.startswith(f"Secret {namespace}/{name} not found"):
+            return replace(problem, message=why)
+    return problem
 
 
 class OperatorSource:

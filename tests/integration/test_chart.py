@@ -213,13 +213,19 @@ def test_service_account_reads_routeservers_and_patches_status_but_not_secrets_c
             "create", "secret", "generic", "md5", "-n", namespace, "--from-literal=password=s3cret"
         )
 
-    got = server.kubectl("get", "routeserver", "rbac-check", "-o", "json", kubeconfig=kubeconfig)
-    assert json.loads(got.stdout)["spec"]["asn"] == 64512
-    status = json.dumps({"status": STATUSES["RouteServer"]})
-    server.kubectl(
-        "patch", "routeserver", "rbac-check", "--subresource=status", "--type=merge", "-p", status,
-        kubeconfig=kubeconfig,
-    )  # fmt: skip
+    got = server.kubectl("get", "routeservers", "-o", "json", kubeconfig=kubeconfig)  # a list, never a get
+    assert [
+        rs["spec"]["asn"] for rs in json.loads(got.stdout)["items"] if rs["metadata"]["name"] == "rbac-check"
+    ] == [64512]
+    # A merge patch of the status subresource, as the agent sends it (kubectl patch would GET first,
+    # which the agent never needs and the chart does not grant).
+    from kubernetes import client as k8s
+
+    with server.client(kubeconfig) as api:
+        k8s.CustomObjectsApi(api).patch_cluster_custom_object_status(
+            "routeserver.dev", "v1alpha1", "routeservers", "rbac-check", {"status": STATUSES["RouteServer"]},
+            _content_type="application/merge-patch+json",
+        )  # fmt: skip
     assert (
         json.loads(server.kubectl("get", "routeserver", "rbac-check", "-o", "json").stdout)["status"][
             "routes"
@@ -242,8 +248,8 @@ def test_service_account_reads_routeservers_and_patches_status_but_not_secrets_c
         ("create", "routeserversessions.routeserver.dev"),
         ("delete", "routeserversessions.routeserver.dev"),
         ("patch", "routeserversessions.routeserver.dev", "--subresource=status"),
-        ("list", "nodes"),
-        ("create", "events", "-n", "default"),
+        ("watch", "nodes"),
+        ("create", "events.events.k8s.io", "-n", "default"),
         ("create", "leases.coordination.k8s.io", "-n", NAMESPACE),
         ("update", "leases.coordination.k8s.io", "-n", NAMESPACE),
     ]
@@ -259,6 +265,9 @@ def test_service_account_reads_routeservers_and_patches_status_but_not_secrets_c
         ("list", "configmaps", "-n", NAMESPACE),
         ("create", "pods", "-n", NAMESPACE),
         ("patch", "nodes"),
+        ("list", "nodes"),
+        ("get", "routeservers.routeserver.dev"),
+        ("create", "events", "-n", "default"),  # only events.k8s.io/v1 Events are written
         # No finalizer, so the configuration objects are never written; Secrets and Leases by name.
         ("patch", "routeserverpeers.routeserver.dev"),
         ("patch", "routeservers.routeserver.dev"),

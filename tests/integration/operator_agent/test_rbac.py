@@ -349,6 +349,8 @@ def test_the_chart_rules_exactly_show_no_symptom(start_run: Callable[[Removal | 
         step(run)
     assert "403" not in run.log() and "Forbidden" not in run.log(), run.log()[-4000:]
     assert "failed" not in run.log(), run.log()[-4000:]
+    assert run.agent.terminate() == 0, run.log()[-4000:]  # the release exists: a SIGTERM keeps routes
+    assert "release_removed" not in run.log(), run.log()[-4000:]
 
 
 # -- one right missing: its symptom --------------------------------------------------------------
@@ -468,36 +470,37 @@ def no_lease_update(run: Run) -> None:
 
 
 def no_secret_get(run: Run) -> None:
-    """Finding: the /status problem of a Secret never read says "not found" even when the read was
-    refused (403); the RBAC cause is only in the log (`secret_missing`). The source passes the
-    reason on to the problems only for a Secret whose last key stays in use (build_desired)."""
+    """The keyed peer stays out (never applied with an empty key) and its problem names the cause."""
     run.wait(lambda: run.served_peers() == {run.peers[1]}, "only the peer without a Secret applied")
-    run.wait(lambda: any(f"{run.peers[0]}: spec.authSecretRef" in p for p in run.problems()), "the problem")
+    run.wait(
+        lambda: any(f"{run.peers[0]}: spec.authSecretRef" in p and "RBAC: 403" in p for p in run.problems()),
+        "the problem, naming the refusal",
+    )
     run.never(lambda: run.peers[0] in run.served_peers(), "the peer applied with no key")
     run.logged(r"may not be read \(RBAC: 403\) event=secret_missing")
+
+
+def no_daemonset_get(run: Run) -> None:
+    """Without reading its DaemonSet, a SIGTERM cannot tell a rolling update from `helm uninstall`:
+    a refused read counts as the release gone (its RBAC went with it), so the agent withdraws."""
+    for step in BASELINE[:1]:
+        step(run)
+    assert run.agent.terminate() == 0, run.log()[-4000:]
+    run.logged(r"event=release_removed")
 
 
 CASES: dict[str, tuple[Removal, Callable[[Run], None]]] = {
     "config-list": (Removal("ClusterRole", CONFIG, "list"), no_config_list),
     "config-watch": (Removal("ClusterRole", CONFIG, "watch"), no_config_watch),
-    # Finding: unused (list + watch only); should be dropped from the chart.
-    "config-get": (Removal("ClusterRole", CONFIG, "get"), works_as_the_baseline),
     "status-patch": (Removal("ClusterRole", STATUS, "patch"), no_status_patch),
-    # Finding: unused (merge patches, never read); should be dropped from the chart.
-    "status-get": (Removal("ClusterRole", STATUS, "get"), works_as_the_baseline),
     "sessions-create": (Removal("ClusterRole", SESSIONS, "create"), no_session_create),
     "sessions-get": (Removal("ClusterRole", SESSIONS, "get"), no_session_get),
     "sessions-list": (Removal("ClusterRole", SESSIONS, "list"), no_session_list),
     "sessions-delete": (Removal("ClusterRole", SESSIONS, "delete"), no_session_delete),
     "nodes-get": (Removal("ClusterRole", "nodes", "get"), no_node_get),
-    # Finding: unused (get by name; the watch is authorized as watch); should be dropped.
-    "nodes-list": (Removal("ClusterRole", "nodes", "list"), works_as_the_baseline),
     "nodes-watch": (Removal("ClusterRole", "nodes", "watch"), no_node_watch),
     "events-create": (Removal("ClusterRole", "events", "create"), no_event_create),
     "events-patch": (Removal("ClusterRole", "events", "patch"), no_event_patch),
-    # Finding: unused (events.k8s.io/v1 only); the "" group should be dropped from the rule.
-    "events-core-group": (Removal("ClusterRole", "events", None, group=""), works_as_the_baseline),
-    "events-v1-group": (Removal("ClusterRole", "events", None, group="events.k8s.io"), no_event_create),
     # Used by kopf's resource observation, not needed to work (see the module docstring).
     "crds-list": (Removal("ClusterRole", "customresourcedefinitions", "list"), no_crd_read),
     "crds-watch": (Removal("ClusterRole", "customresourcedefinitions", "watch"), no_crd_read),
@@ -505,6 +508,7 @@ CASES: dict[str, tuple[Removal, Callable[[Run], None]]] = {
     "leases-create": (Removal("Role", "leases", "create"), no_lease_create),
     "leases-update": (Removal("Role", "leases", "update"), no_lease_update),
     "secrets-get": (Removal("Role", "secrets", "get"), no_secret_get),
+    "daemonsets-get": (Removal("Role", "daemonsets", "get"), no_daemonset_get),
 }
 
 

@@ -49,7 +49,7 @@ def _chart_event_rule() -> dict[str, Any]:
     matching = [rule for rule in rules if "events" in rule["resources"]]
     assert len(matching) == 1, matching
     rule = dict(matching[0])
-    assert sorted(rule["verbs"]) == ["create", "patch"] and set(rule["apiGroups"]) == {"", "events.k8s.io"}
+    assert sorted(rule["verbs"]) == ["create", "patch"] and set(rule["apiGroups"]) == {"events.k8s.io"}
     return rule
 
 
