@@ -473,6 +473,22 @@ class ConfigRefused(Event):
         return None  # the source logs why (it knows the file); this counts it
 
 
+@dataclass(frozen=True, slots=True)
+class ObjectProblem(Event):
+    """An object (or part of it) that is not applied: invalid, a reference that does not resolve, a
+    Secret that is missing or may not be read. Emitted by the operator's source once per problem
+    as it appears (standalone refuses the whole configuration instead)."""
+
+    name = "config_problem"
+    message = "object not applied"
+    level = logging.WARNING
+    kind: str
+    object: str
+    field: str
+    reason: str  # a ProblemReason value
+    problem: str  # the message; never a key (Secret values are never put in a problem)
+
+
 # -- sinks ------------------------------------------------------------------------------------------------
 
 
@@ -506,12 +522,17 @@ class MetricsSink:
             TableWriteFailed: self._table_failed,
             ConfigApplied: self._config_applied,
             ConfigRefused: self._config_refused,
+            ObjectProblem: self._object_problem,
         }
 
     def emit(self, event: Event) -> None:
         handler = self._handlers.get(type(event))
         if handler is not None:
             handler(event)
+
+    def _object_problem(self, e: Event) -> None:
+        assert isinstance(e, ObjectProblem)
+        self.metrics.config_problems.labels(e.kind, e.reason).inc()
 
     def _bgp_transition(self, e: Event) -> None:
         assert isinstance(e, BgpTransition)

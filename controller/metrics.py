@@ -103,6 +103,12 @@ class Metrics:
             ["route_server"],
             registry=r,
         )
+        self.config_problems = Counter(
+            f"{PREFIX}_config_problems",
+            "Objects (or parts) not applied, by kind and reason (operator mode; reported as they appear).",
+            ["kind", "reason"],
+            registry=r,
+        )
         self.config_reloads = Counter(
             f"{PREFIX}_config_reloads",
             "Configuration loads, by result (applied or refused).",

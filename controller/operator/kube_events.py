@@ -71,6 +71,7 @@ from controller.events import (
     Failover,
     MaxPrefix,
     MoreFailovers,
+    ObjectProblem,
     PeerConfigured,
     PeerFailed,
     PersistGraceEnded,
@@ -321,7 +322,13 @@ def _withdrawn(e: RoutesWithdrawn) -> KubeEventSpec:
     )
 
 
+def _object_problem(e: ObjectProblem) -> KubeEventSpec:
+    reason = "AuthSecretMissing" if e.reason == "SecretNotFound" else _camel(e.reason)
+    return KubeEventSpec(e.kind, e.object, "ConfigProblem", reason, WARNING, _clip(f"{e.field}: {e.problem}"))
+
+
 _DESCRIBERS: dict[type[Event], Callable[[Any], KubeEventSpec]] = {
+    ObjectProblem: _object_problem,
     BgpSessionUp: _bgp_up,
     BgpSessionDown: _bgp_down,
     BfdUp: _bfd_up,

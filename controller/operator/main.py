@@ -39,6 +39,7 @@ from controller.operator.source import (
     OperatorOptions,
     OperatorSource,
 )
+from controller.runtime import Runtime
 from controller.writers.factory import DEFAULT_PROTOCOL
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,8 @@ def build(settings: AgentSettings) -> Operator:
         event_sinks=[events, publisher],
     )
     publisher.agent = agent
+    if isinstance(agent.runtime, Runtime):
+        source.emit = agent.runtime.events.emit  # the source's problems reach every event sink
     # A new Lease holder writes the summary at once instead of at the next periodic publish.
     leases = LeaseSet(
         kube, settings.namespace, settings.node_name, on_change=lambda _name, _leader: agent.request_publish()

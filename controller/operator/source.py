@@ -58,6 +58,7 @@ from pydantic import ValidationError
 from controller import logs
 from controller.agent import Agent, ApplyError, cancel_and_wait
 from controller.desired import DesiredState, NodeContext, Problem, ProblemReason, SecretKey
+from controller.events import Event, LogSink, ObjectProblem
 from controller.models.resources import (
     Resource,
     RouteServer,
@@ -331,6 +332,8 @@ class OperatorSource:
         self._listed_problems: frozenset[str] = frozenset()
         self._listeners: list[Callable[[DesiredState], None]] = []
         self._cache = ParseCache()  # used by one worker thread at a time (translations never overlap)
+        # Where the source's own events go: the runtime's sinks (log line, metric, Kubernetes Event).
+        self.emit: Callable[[Event], None] = LogSink(log).emit
 
     # -- what the status sinks read ----------------------------------------------------------------
 
@@ -782,10 +785,12 @@ class OperatorSource:
         await agent.submit(desired, sources=sources)
 
     def _log_problems(self, desired: DesiredState) -> None:
-        current = frozenset(str(p) for p in desired.problems)
-        for text in sorted(current - self._listed_problems)[:MAX_PROBLEMS_LOGGED]:
-            logs.event(log, logging.WARNING, "config_problem", "object not applied", problem=text)
-        self._listed_problems = current
+        """One ObjectProblem event (log line, metric, Kubernetes Event) per problem as it appears."""
+        current = {str(p): p for p in desired.problems}
+        for text in sorted(set(current) - self._listed_problems)[:MAX_PROBLEMS_LOGGED]:
+            p = current[text]
+            self.emit(ObjectProblem(p.kind, p.name, p.field, p.reason.value, p.message))
+        self._listed_problems = frozenset(current)
 
 
 async def _stop_tasks(tasks: list[asyncio.Task[Any]]) -> None:

@@ -180,6 +180,22 @@ CASES: list[tuple[ev.Event, str, str, str, str, tuple[str, ...]]] = [
         ("10 routes", "300s"),
     ),
     (ev.RoutesWithdrawn(RS, TABLE, 6), TABLE_KIND, TABLE, "RoutesWithdrawn", "Normal", ("6 routes",)),
+    (
+        ev.ObjectProblem(PEER_KIND, PEER, "spec.authSecretRef", "SecretNotFound", "Secret krs/md5 not found"),
+        PEER_KIND,
+        PEER,
+        "AuthSecretMissing",
+        "Warning",
+        ("spec.authSecretRef", "krs/md5"),
+    ),
+    (
+        ev.ObjectProblem(PEER_KIND, PEER, "spec.routeServerRef.name", "RouteServerNotFound", "no such"),
+        PEER_KIND,
+        PEER,
+        "RouteServerNotFound",
+        "Warning",
+        ("spec.routeServerRef.name",),
+    ),
 ]
 
 CASE_IDS = [f"{type(case[0]).__name__}-{case[3]}-{case[4]}" for case in CASES]

@@ -95,6 +95,24 @@ def test_md5_key_from_a_secret_rotates_and_survives_the_secret_being_deleted(
 
     wait_until(lambda: auth_condition().get("status") == "True", 20, what="AuthSecretMissing on fw-a")
     assert SECRET in auth_condition()["message"]
+
+    def auth_events() -> set[str]:
+        events = json.loads(
+            cluster.kubectl(
+                "get",
+                "events.events.k8s.io",
+                "-n",
+                "default",
+                "--field-selector=regarding.name=fw-a",
+                "-o",
+                "json",
+            )
+        )["items"]
+        return {e.get("reportingInstance", "") for e in events if e.get("reason") == "AuthSecretMissing"}
+
+    wait_until(
+        lambda: auth_events() == {"node-a", "node-b"}, 20, what="an AuthSecretMissing Event from each node"
+    )
     rotated = _established(setup, "fw-a")
     for agent in setup.agents.values():
         assert agent.peer("fw-a")["bgp_state"] == "Established"
