@@ -65,6 +65,7 @@ from controller.status import AgentStatus
 log = logging.getLogger(__name__)
 
 PURPOSE = "summary"  # Kube.call's request counter
+NODE_CHECK_INTERVAL = 60.0  # seconds between lookups of one node (sessions of deleted nodes go)
 MERGE_PATCH = "application/merge-patch+json"
 PLURAL_OF_KIND = {kind: plural for plural, kind in KIND_OF_PLURAL.items()}
 
@@ -135,6 +136,7 @@ class SummaryWriter:
         self._last_pass = -math.inf  # monotonic start of the last pass
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
+        self._node_checked: dict[str, tuple[float, bool]] = {}  # node -> (when looked up, exists)
 
     # -- the sink --------------------------------------------------------------------------------
 
@@ -192,6 +194,7 @@ class SummaryWriter:
                 sessions = await self._list_sessions(name)
                 if sessions is None:
                     continue  # logged; tried again at the next publish
+                sessions = await self._without_gone_nodes(name, sessions)
                 mine = [p for p in peers if _route_server_of(p) == name]
                 tables = [a for a in associations if _route_server_of(a) == name]
                 cached: dict[Key, Mapping[str, Any]] = {("RouteServer", name): server}
@@ -263,6 +266,54 @@ class SummaryWriter:
             event(
                 log, logging.INFO, "summary_write_recovered", "summary status written", kind=kind, object=name
             )
+
+    async def _without_gone_nodes(
+        self, route_server: str, sessions: list[Mapping[str, Any]]
+    ) -> list[Mapping[str, Any]]:
+        """Delete the session objects of nodes that no longer exist (their agent cannot: it is gone
+        with its node); the rest are returned. A node is looked up at most every NODE_CHECK_INTERVAL."""
+        nodes = {str(s.get("spec", {}).get("node", "")) for s in sessions} - {"", self.node}
+        now = time.monotonic()
+        gone: set[str] = set()
+        for node in sorted(nodes):
+            checked = self._node_checked.get(node)
+            if checked is not None and now - checked[0] < NODE_CHECK_INTERVAL:
+                if not checked[1]:
+                    gone.add(node)
+                continue
+            try:
+                await self.kube.call(PURPOSE, self.kube.core.read_node, node)
+                exists = True
+            except ApiException as exc:
+                if exc.status != 404:
+                    continue  # not known: keep its sessions
+                exists = False
+            except Exception:
+                continue
+            self._node_checked[node] = (now, exists)
+            if not exists:
+                gone.add(node)
+        if not gone:
+            return sessions
+        kept = []
+        for session in sessions:
+            node = str(session.get("spec", {}).get("node", ""))
+            if node not in gone:
+                kept.append(session)
+                continue
+            name = _name(session)
+            try:
+                await self.kube.call(PURPOSE, self.kube.custom.delete_cluster_custom_object, GROUP, VERSION,
+                                     SESSIONS, name)  # fmt: skip
+            except ApiException as exc:
+                if exc.status != 404:
+                    kept.append(session)
+                    continue
+            self.writes["RouteServerSessionDeleted"] += 1
+            event(log, logging.INFO, "session_of_gone_node_deleted",
+                  "deleted the session object of a node that no longer exists",
+                  route_server=route_server, node=node, session=name)  # fmt: skip
+        return kept
 
     async def _list_sessions(self, route_server: str) -> list[Mapping[str, Any]] | None:
         key = ("RouteServerSession", route_server)

@@ -348,3 +348,20 @@ def test_changing_a_peers_bfd_profile_and_timers_touches_only_that_session(
     after = counts()
     for name in setup.agents:
         assert after[name][:2] == before[name][:2], f"{name}: fw-a was touched"
+
+
+def test_the_lease_holder_deletes_the_sessions_of_a_node_that_was_deleted(
+    setup: TwoNodes, cluster: Cluster
+) -> None:
+    four = {(node, peer): "Established" for node in NODE_LABELS for peer in ("fw-a", "fw-b")}
+    wait_until(lambda: _sessions(cluster) == four, 60, what="four Established session objects")
+    assert setup.agents["node-b"].terminate() == 0  # released its Lease, if it held it
+    wait_until(
+        lambda: (
+            ((cluster.get("routeserver", "vip") or {}).get("status") or {}).get("leaseHolder") == "node-a"
+        ),
+        20,
+        what="node-a writing the summary",
+    )
+    cluster.kubectl("delete", "node", "node-b")
+    wait_until(lambda: {n for n, _ in _sessions(cluster)} == {"node-a"}, 30, what="node-b's sessions deleted")
