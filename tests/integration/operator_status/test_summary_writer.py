@@ -218,6 +218,9 @@ class Cluster:
 @pytest.fixture
 async def cluster(api: ApiServer, admin: client.CustomObjectsApi) -> AsyncIterator[Cluster]:
     made = Cluster(api, admin)
+    # The nodes exist: the Lease holder deletes the session objects of nodes that do not.
+    nodes = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}} for node in NODES]
+    await asyncio.to_thread(api.apply, yaml.safe_dump_all(nodes))
     manifest = yaml.safe_dump_all(made.manifests())
     await asyncio.to_thread(api.apply, manifest)
     for node in NODES:
