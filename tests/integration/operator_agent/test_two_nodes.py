@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from controller.operator.conditions import NODE_CHECK_INTERVAL
 from tests.support.netns import Lab, wait_until
 from tests.support.operator_lab import (
     VIP,
@@ -364,4 +365,8 @@ def test_the_lease_holder_deletes_the_sessions_of_a_node_that_was_deleted(
         what="node-a writing the summary",
     )
     cluster.kubectl("delete", "node", "node-b")
-    wait_until(lambda: {n for n, _ in _sessions(cluster)} == {"node-a"}, 30, what="node-b's sessions deleted")
+    # The holder looks a node up at most every NODE_CHECK_INTERVAL (60 s), at a publish (<= 10 s).
+    bound = NODE_CHECK_INTERVAL + 10 + 15
+    wait_until(
+        lambda: {n for n, _ in _sessions(cluster)} == {"node-a"}, bound, what="node-b's sessions deleted"
+    )
