@@ -45,7 +45,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from typing import Any
@@ -240,11 +240,6 @@ def _parse_one(plural: str, body: Mapping[str, Any]) -> tuple[Resource | None, t
         )
 
 
-def parse_store(objects: Mapping[str, Iterable[Mapping[str, Any]]]) -> Parsed:
-    """Validate every object (no cache); see ParseCache."""
-    return ParseCache().parse(objects)
-
-
 def _field(loc: Iterable[int | str]) -> str:
     parts = [p for p in loc if p not in KIND_OF_PLURAL.values()]
     out = ""
@@ -316,10 +311,8 @@ class OperatorSource:
         self.options = options
         self.store = Store()
         self.agent: Agent | None = None
-        self.node: NodeContext | None = None
         self.references: dict[SecretKey, list[tuple[str, str, str]]] = {}
         self.last_watch_event = time.monotonic()
-        self.submissions = 0
         self.problems: tuple[Problem, ...] = ()
         self._dirty = asyncio.Event()
         self._stopping = threading.Event()
@@ -361,8 +354,8 @@ class OperatorSource:
         self.agent = agent
         self._loop = loop = asyncio.get_running_loop()
         agent.add_health_check(self.fresh)
-        await self._read_node_until_done()
-        await self._initial_listing()
+        await self._until_done(self._read_node, self._node_read_failed)
+        await self._until_done(self._list_all, self._list_failed)
         objects = {p: self.store.live(p) for p in WATCHED}
         self.references = await asyncio.to_thread(self._references_of, objects)
         await self._read_secrets(set(self.references))
@@ -430,24 +423,25 @@ class OperatorSource:
 
     # -- reading ---------------------------------------------------------------------------------
 
-    async def _read_node_until_done(self) -> None:
+    async def _until_done(self, step: Callable[[], Awaitable[object]], failed: Callable[..., None]) -> None:
+        """Run `step` until it succeeds, backing off 1 s doubling to 30 s (the start-up reads)."""
         delay = RETRY_MIN
         while True:
             try:
-                await self._read_node()
+                await step()
                 return
             except Exception as exc:
-                logs.event(
-                    log,
-                    logging.WARNING,
-                    "node_read_failed",
-                    "cannot read the Node; retrying",
-                    node=self.options.node_name,
-                    error=_brief(exc),
-                    retry_seconds=delay,
-                )
+                failed(exc, retry_seconds=delay)
                 await asyncio.sleep(delay)
                 delay = min(RETRY_MAX, delay * 2)
+
+    def _node_read_failed(self, exc: BaseException, retry_seconds: float | None = None) -> None:
+        logs.event(log, logging.WARNING, "node_read_failed", "cannot read the Node; retrying",
+                   node=self.options.node_name, error=_brief(exc), retry_seconds=retry_seconds)  # fmt: skip
+
+    def _list_failed(self, exc: BaseException, retry_seconds: float | None = None) -> None:
+        logs.event(log, logging.WARNING, "list_failed", "cannot list the route server objects; retrying",
+                   error=_brief(exc), retry_seconds=retry_seconds)  # fmt: skip
 
     async def _read_node(self) -> None:
         try:
@@ -472,24 +466,6 @@ class OperatorSource:
         self.store.node_labels = labels
         self.store.node_seen = True
         return changed
-
-    async def _initial_listing(self) -> None:
-        delay = RETRY_MIN
-        while True:
-            try:
-                await self._list_all()
-                return
-            except Exception as exc:
-                logs.event(
-                    log,
-                    logging.WARNING,
-                    "list_failed",
-                    "cannot list the route server objects; retrying",
-                    error=_brief(exc),
-                    retry_seconds=delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(RETRY_MAX, delay * 2)
 
     async def _list_all(self) -> bool:
         changed = False
@@ -723,26 +699,12 @@ class OperatorSource:
                     )
                     self._dirty.set()
             except Exception as exc:
-                logs.event(
-                    log,
-                    logging.WARNING,
-                    "list_failed",
-                    "cannot list the route server objects; retrying",
-                    error=_brief(exc),
-                    retry_seconds=self.options.resync_interval,
-                )
+                self._list_failed(exc, retry_seconds=self.options.resync_interval)
             try:
                 await self._read_node()
                 self._dirty.set()  # cheap: an unchanged state is a no-op in the runtime
             except Exception as exc:
-                logs.event(
-                    log,
-                    logging.WARNING,
-                    "node_read_failed",
-                    "cannot read the Node; retrying",
-                    node=self.options.node_name,
-                    error=_brief(exc),
-                )
+                self._node_read_failed(exc)
 
     async def _secret_reader(self) -> None:
         while True:
@@ -756,7 +718,6 @@ class OperatorSource:
         node = await discover(
             self.options.node_name, self.store.node_labels, self.options.router_id, self.options.namespace
         )
-        self.node = node
         objects = {p: self.store.live(p) for p in WATCHED}
         desired, self.references = await asyncio.to_thread(
             build_desired,
@@ -774,9 +735,8 @@ class OperatorSource:
                 self._cache,
             )  # fmt: skip
         self.problems = desired.problems
-        self._log_problems(desired)
+        self._report_problems(desired)
         sources = tuple(f"{KIND_OF_PLURAL[p]}/{b['metadata']['name']}" for p in WATCHED for b in objects[p])
-        self.submissions += 1
         for listener in list(self._listeners):
             try:
                 listener(desired)
@@ -784,7 +744,7 @@ class OperatorSource:
                 log.exception("desired-state listener failed")
         await agent.submit(desired, sources=sources)
 
-    def _log_problems(self, desired: DesiredState) -> None:
+    def _report_problems(self, desired: DesiredState) -> None:
         """One ObjectProblem event (log line, metric, Kubernetes Event) per problem as it appears."""
         current = {str(p): p for p in desired.problems}
         for text in sorted(set(current) - self._listed_problems)[:MAX_PROBLEMS_LOGGED]:
@@ -852,10 +812,10 @@ def connection_info(kube: Kube) -> kopf.ConnectionInfo:
 __all__ = [
     "OperatorOptions",
     "OperatorSource",
+    "ParseCache",
     "Parsed",
     "Store",
     "build_desired",
     "connection_info",
-    "parse_store",
     "referenced_secrets",
 ]
