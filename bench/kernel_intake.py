@@ -38,12 +38,14 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import pstats
+import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -105,7 +107,9 @@ class KrsReceiver(Receiver):
     installs = f"table {KRS_TABLE} (routeserver run: speaker -> FIB -> NodeTableWriter)"
     kernel = True
 
-    def __init__(self, host: Host, count: int, profile_to: Path | None = None) -> None:
+    def __init__(
+        self, host: Host, count: int, profile_to: Path | None = None, traced_to: Path | None = None
+    ) -> None:
         super().__init__(host)
         peer = PeerSpec(
             "feeder",
@@ -138,6 +142,15 @@ class KrsReceiver(Receiver):
                 return [full[0], "-m", "cProfile", "-o", str(profile_to), *full[1:]]
 
             self.process.argv = profiled  # type: ignore[method-assign]
+        self.traced_to = traced_to
+        if traced_to is not None:
+            plain = self.process.argv
+
+            def traced() -> list[str]:
+                full = plain()  # [python, -m, controller.cli, ...]
+                return [full[0], "-m", "bench.traced", str(traced_to), "--", *full[3:]]
+
+            self.process.argv = traced  # type: ignore[method-assign]
 
     def start(self) -> None:
         self.host.run("ip", "route", "flush", "table", str(KRS_TABLE), check=False, timeout=120)
@@ -186,9 +199,11 @@ INSTALLS = {
 }
 
 
-def make_receiver(name: str, host: Host, count: int, profile_to: Path | None) -> Receiver:
+def make_receiver(
+    name: str, host: Host, count: int, profile_to: Path | None, traced_to: Path | None = None
+) -> Receiver:
     if name == "krs":
-        return KrsReceiver(host, count, profile_to)
+        return KrsReceiver(host, count, profile_to, traced_to)
     if name == "bird":
         return BirdReceiver(host, kernel=True)
     if name == "frr":
@@ -209,7 +224,36 @@ class Run:
     poll_period_s: float | None = None
     polls: int = 0
     check: dict[str, Any] = field(default_factory=dict)
+    # Memory of the receiver's processes (bytes): resident before the feed, the peak at completion,
+    # resident `settle` seconds after completion, and per load/withdraw cycle (resident after each).
+    rss_before: int | None = None
+    hwm_loaded: int | None = None
+    rss_settled: int | None = None
+    cycles: list[dict[str, Any]] = field(default_factory=list)
+    # Withdraw-all: from the feeder's session going down (or SIGTERM) to 0 routes in the kernel.
+    withdraw_s: float | None = None
     error: str | None = None
+
+    @property
+    def bytes_per_prefix(self) -> float | None:
+        if self.rss_before is None or self.hwm_loaded is None:
+            return None
+        return (self.hwm_loaded - self.rss_before) / self.prefixes
+
+
+def _wait_count(
+    thread: NetnsThread, target: Target, want: Callable[[int], bool], timeout: float, poll: float
+) -> tuple[float | None, int]:
+    """Poll the kernel count until `want(count)`: (monotonic time it held, the last count)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        installed = thread.call(count_routes, target.table, target.protocol, timeout=120)
+        now = time.monotonic()
+        if want(installed):
+            return now, installed
+        if now > deadline:
+            return None, installed
+        time.sleep(poll)
 
 
 def measure(
@@ -221,12 +265,14 @@ def measure(
     repetition: int,
     poll: float,
     timeout: float,
+    options: MeasureOptions,
 ) -> Run:
     run = Run(name, count, repetition)
     target = TARGETS[name]
     receiver.start()
     try:
         time.sleep(0.3)
+        run.rss_before = receiver.memory().rss
         feeder.enable()
         enabled = time.monotonic()
         established: float | None = None
@@ -258,11 +304,73 @@ def measure(
         feeder_up = feeder.established_wall()
         if feeder_up is not None and done is not None:
             run.kernel_from_feeder_s = done_wall - feeder_up
-        run.check = receiver.check(count)
+        if done is not None:
+            run.hwm_loaded = receiver.memory().hwm
+            run.check = receiver.check(count)
+            _after_load(run, receiver, feeder, thread, target, count, poll, timeout, options)
     finally:
         feeder.disable()
         receiver.stop()
     return run
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    settle: float = 3.0  # seconds after completion before the settled RSS is read
+    withdraw: str = "peer"  # "peer": the feeder's session goes down; "signal": SIGTERM the receiver
+    cycles: int = 1  # load/withdraw cycles in one process (the first is the timed intake)
+    traced: Path | None = None  # krs under bench.traced: its report is copied here per run
+
+
+def _after_load(
+    run: Run,
+    receiver: Receiver,
+    feeder: BirdFeeder,
+    thread: NetnsThread,
+    target: Target,
+    count: int,
+    poll: float,
+    timeout: float,
+    options: MeasureOptions,
+) -> None:
+    """Settled memory, the tracemalloc report, further load/withdraw cycles and the withdraw-all time."""
+    time.sleep(options.settle)
+    run.rss_settled = receiver.memory().rss
+    if options.traced is not None and isinstance(receiver, KrsReceiver) and receiver.traced_to is not None:
+        assert receiver.process.proc is not None
+        receiver.process.proc.signal(signal.SIGUSR2)
+        time.sleep(2.0 + count * 20e-6)
+        if receiver.traced_to.exists():
+            run.check["tracemalloc"] = str(receiver.traced_to)
+    for cycle in range(options.cycles):
+        if cycle:
+            feeder.enable()
+            loaded, installed = _wait_count(thread, target, lambda n: n >= count, timeout, poll)
+            if loaded is None:
+                run.error = f"cycle {cycle}: {installed} of {count} in the kernel"
+                return
+            time.sleep(options.settle)
+        loaded_rss = receiver.memory().rss
+        last = cycle == options.cycles - 1
+        if last and options.withdraw == "signal":
+            started = time.monotonic()
+            for pid in receiver.pids():
+                os.kill(pid, signal.SIGTERM)
+        else:
+            started = time.monotonic()
+            feeder.disable()
+        gone, left = _wait_count(thread, target, lambda n: n == 0, timeout, poll / 5)
+        if gone is None:
+            run.error = f"withdraw: {left} of {count} routes still in the kernel"
+            return
+        if last:
+            run.withdraw_s = gone - started
+        if last and options.withdraw == "signal":
+            return
+        time.sleep(options.settle)
+        run.cycles.append(
+            {"rss_loaded": loaded_rss, "rss_withdrawn": receiver.memory().rss, "withdraw_s": gone - started}
+        )
 
 
 # -- the references, inside recv -------------------------------------------------------------------------
@@ -341,6 +449,11 @@ class Row:
     poll_ms: float | None
     vs_bird: float | None = None
     vs_floor: float | None = None
+    peak_mib: float | None = None
+    bytes_per_prefix: float | None = None
+    settled_mib: float | None = None
+    withdraw_s: float | None = None
+    cycle_rss_mib: list[float] = field(default_factory=list)  # resident after each withdraw (last run)
 
 
 ORDER = (*RECEIVERS, *REFERENCES)
@@ -367,6 +480,11 @@ def summarise(runs: Sequence[Run]) -> list[Row]:
                 max_s=max(times) if times else None,
                 median_poll_timed_s=median(polled),
                 poll_ms=poll * 1000 if poll is not None else None,
+                peak_mib=_mib(median([r.hwm_loaded for r in good if r.hwm_loaded is not None])),
+                bytes_per_prefix=median([b for r in good if (b := r.bytes_per_prefix) is not None]),
+                settled_mib=_mib(median([r.rss_settled for r in good if r.rss_settled is not None])),
+                withdraw_s=median([r.withdraw_s for r in good if r.withdraw_s is not None]),
+                cycle_rss_mib=[_mib(c["rss_withdrawn"]) or 0.0 for c in good[-1].cycles] if good else [],
             )
         )
     for row in rows:
@@ -375,6 +493,10 @@ def summarise(runs: Sequence[Run]) -> list[Row]:
             if ref is not None and ref.median_s and row.median_s is not None:
                 setattr(row, attr, row.median_s / ref.median_s)
     return rows
+
+
+def _mib(value: float | None) -> float | None:
+    return None if value is None else value / 2**20
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
@@ -394,6 +516,11 @@ def table(rows: Sequence[Row]) -> str:
         "x floor",
         "poll ms",
         "runs",
+        "peak RSS MiB",
+        "B/prefix",
+        "settled MiB",
+        "withdraw-all s",
+        "RSS after each withdraw MiB",
     ]
     body = [
         [
@@ -408,6 +535,11 @@ def table(rows: Sequence[Row]) -> str:
             _fmt(r.vs_floor, ".2f"),
             _fmt(r.poll_ms, ".1f"),
             r.runs,
+            _fmt(r.peak_mib, ".0f"),
+            _fmt(r.bytes_per_prefix, ",.0f"),
+            _fmt(r.settled_mib, ".0f"),
+            _fmt(r.withdraw_s),
+            " ".join(f"{m:.0f}" for m in r.cycle_rss_mib) or "-",
         ]
         for r in rows
     ]
@@ -429,6 +561,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=0.0, help="per run; default 60 s + 100 us/prefix")
     parser.add_argument(
         "--profile", type=Path, help="run our route server under cProfile, stats to this file"
+    )
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds before the settled RSS")
+    parser.add_argument(
+        "--withdraw",
+        choices=("peer", "signal"),
+        default="peer",
+        help="withdraw-all by the feeder's session going down (peer) or SIGTERM to the receiver (signal)",
+    )
+    parser.add_argument("--cycles", type=int, default=1, help="load/withdraw cycles per run (leak check)")
+    parser.add_argument(
+        "--tracemalloc", type=Path, help="run our route server under tracemalloc, reports into this directory"
     )
     parser.add_argument("--inside", choices=REFERENCES, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
@@ -464,10 +607,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 run = reference(recv, name, count, repetition)
                             else:
                                 assert feeder is not None
-                                receiver = make_receiver(name, recv, count, args.profile)
+                                traced = None
+                                if args.tracemalloc is not None and name == "krs":
+                                    args.tracemalloc.mkdir(parents=True, exist_ok=True)
+                                    traced = args.tracemalloc / f"krs-{count}-{repetition}.txt"
+                                receiver = make_receiver(name, recv, count, args.profile, traced)
+                                options = MeasureOptions(
+                                    args.settle, args.withdraw, max(1, args.cycles), traced
+                                )
                                 try:
                                     run = measure(
-                                        name, receiver, feeder, thread, count, repetition, args.poll, timeout
+                                        name,
+                                        receiver,
+                                        feeder,
+                                        thread,
+                                        count,
+                                        repetition,
+                                        args.poll,
+                                        timeout,
+                                        options,
                                     )
                                 except (LabError, AssertionError, OSError, ValueError, KeyError) as exc:
                                     run = Run(name, count, repetition, error=f"{type(exc).__name__}: {exc}")
@@ -491,7 +649,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "kernel_intake",
         {
             "machine": host_info,
-            "arguments": vars(args) | {"profile": str(args.profile) if args.profile else None},
+            "arguments": vars(args)
+            | {
+                "profile": str(args.profile) if args.profile else None,
+                "tracemalloc": str(args.tracemalloc) if args.tracemalloc else None,
+            },
             "runs": [asdict(r) for r in runs],
             "summary": [asdict(r) for r in rows],
         },

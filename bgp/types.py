@@ -206,4 +206,8 @@ def key_to_prefix(key: PrefixKey) -> Prefix:
 
 
 def key_str(key: PrefixKey) -> str:
+    """A key as text ("10.0.0.1/32"); IPv4 without an ipaddress object (its str() is slow Python)."""
+    if key < _V6_FLAG:
+        a = key >> 8
+        return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/{key & 0xFF}"
     return str(key_to_prefix(key))

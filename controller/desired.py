@@ -4,7 +4,8 @@ Owns: the value types that flow from a source (files, the API server) through `t
 runtime, the FIB and the writers -- the node (`NodeContext`), problems (`Problem`, `ProblemReason`),
 per route server its speaker, selection and persist settings, its peers (`PeerDesired`,
 `BfdSettings`, `Liveness`) and its tables (`TableDesired`: `NodeTable` or `AwsTable`), the whole
-`DesiredState`; and the route types the FIB hands to writers (`Prefix`, `Address`, `FibEntry`).
+`DesiredState`; and the route types the FIB hands to writers (`RouteKey`, `Hops`, `RouteChanges`;
+`Prefix` and `Address` for configuration and display).
 
 May not touch: anything. Only frozen dataclasses and enums, importing the protocol packages' pure
 configuration types (bgp.api, bgp.rib.policy, bfd.auth) and nothing of the controller; no I/O, no
@@ -22,20 +23,23 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from bfd.auth import AuthConfig
 from bgp.api import PeerConfig
 from bgp.rib.policy import ImportPolicy, PrefixRule
-from bgp.types import IPAddress
+from bgp.types import IPAddress, PrefixKey
 
 # -- routes, as the FIB hands them to writers ---------------------------------------------------
 
 Prefix = IPv4Network | IPv6Network
 Address = IPv4Address | IPv6Address
 
-
-@dataclass(frozen=True, slots=True)
-class FibEntry:
-    """What one prefix should point at: one next hop (active/passive) or an ECMP set, in order."""
-
-    prefix: Prefix
-    nexthops: tuple[Address, ...]
+# A route on its way from the Loc-RIB to a table is keyed by the Loc-RIB's compact prefix key
+# (bgp.types.PrefixKey: an int, (address << 8) | length, IPv6 flagged above bit 136): from the codec
+# to the netlink encoder no ipaddress network is built. Convert at the edges (status, logs) with
+# bgp.types.key_str / key_to_prefix, and from configuration with bgp.types.prefix_key.
+RouteKey = PrefixKey
+# What one prefix should point at: one next hop (active/passive) or an ECMP set, in order. The FIB
+# interns these tuples, so a million routes share a few objects (one per next-hop set).
+Hops = tuple[Address, ...]
+# Changes for the writers: key -> next hops, or None to remove.
+RouteChanges = Mapping[RouteKey, Hops | None]
 
 
 # -- FIB settings -------------------------------------------------------------------------------
@@ -252,7 +256,7 @@ __all__ = [
     "AwsTable",
     "BfdSettings",
     "DesiredState",
-    "FibEntry",
+    "Hops",
     "Liveness",
     "NodeContext",
     "NodeTable",
@@ -261,6 +265,8 @@ __all__ = [
     "Prefix",
     "Problem",
     "ProblemReason",
+    "RouteChanges",
+    "RouteKey",
     "RouteServerDesired",
     "SecretKey",
     "Secrets",

@@ -35,16 +35,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from controller.desired import (
     DEFAULT_GRACE_SECONDS,
     Address,
-    FibEntry,
+    Hops,
     PersistConfig,
-    Prefix,
+    RouteKey,
     SelectionMode,
 )
 
 
 def select_next_hops(
     mode: SelectionMode, best: Address | None, ecmp: Sequence[Address], max_paths: int
-) -> tuple[Address, ...]:
+) -> Hops:
     """The next hops to install for one prefix, in order; empty when there is no usable path."""
     if best is None:
         return ()
@@ -52,6 +52,43 @@ def select_next_hops(
         return (best,)
     hops = tuple(dict.fromkeys(ecmp or (best,)))
     return hops[: max(1, max_paths)]
+
+
+class HopsInterner:
+    """One tuple object per distinct next-hop set, so the FIB and the tables store a pointer per
+    prefix (a million VIPs behind two appliances share two tuples) and equal sets compare by identity.
+
+    Bounded: next-hop sets come and go with the appliances, so past `limit` distinct sets the table
+    starts again (sharing is an optimisation; equality never depends on it).
+    """
+
+    __slots__ = ("_limit", "_sets", "_single")
+
+    def __init__(self, limit: int = 65_536) -> None:
+        self._limit = limit
+        self._single: dict[Address, Hops] = {}
+        self._sets: dict[Hops, Hops] = {}
+
+    def one(self, hop: Address) -> Hops:
+        """The interned (hop,)."""
+        hops = self._single.get(hop)
+        if hops is None:
+            if len(self._single) >= self._limit:
+                self._single.clear()
+            hops = self._single[hop] = (hop,)
+        return hops
+
+    def __call__(self, hops: Hops) -> Hops:
+        if len(hops) == 1:
+            return self.one(hops[0])
+        if not hops:
+            return ()
+        known = self._sets.get(hops)
+        if known is None:
+            if len(self._sets) >= self._limit:
+                self._sets.clear()
+            known = self._sets[hops] = hops
+        return known
 
 
 class PersistState(enum.Enum):
@@ -63,22 +100,24 @@ class PersistState(enum.Enum):
 class Fib:
     """The FIB of one route server: live entries from the RIB plus, when enabled, persisted ones.
 
-    Every method returns the changes for the writers (prefix -> FibEntry, or None to remove), so a
-    caller never diffs whole tables; work is proportional to the prefixes that changed.
+    Every method returns the changes for the writers (key -> next hops, or None to remove), so a
+    caller never diffs whole tables; work is proportional to the prefixes that changed. Prefixes
+    are Loc-RIB keys (controller.desired.RouteKey) and the next-hop tuples are the caller's
+    (interned there), so an entry costs one dict slot.
     """
 
     def __init__(self, persist: PersistConfig | None = None) -> None:
         self.persist = persist or PersistConfig()
-        self._live: dict[Prefix, tuple[Address, ...]] = {}
-        self._persisted: dict[Prefix, tuple[Address, ...]] = {}
+        self._live: dict[RouteKey, Hops] = {}
+        self._persisted: dict[RouteKey, Hops] = {}
         self._state = PersistState.LIVE
         self._sessions_up = 0
         self._window_ends: float | None = None
         # Persist grace: prefixes held in `_persisted` because their session went down while others
         # stayed up, with the end of their grace; the queue holds (end, prefixes) in time order.
         # An entry is current only while the prefix is still persisted and its end matches.
-        self._grace_until: dict[Prefix, float] = {}
-        self._grace_queue: deque[tuple[float, list[Prefix]]] = deque()
+        self._grace_until: dict[RouteKey, float] = {}
+        self._grace_queue: deque[tuple[float, list[RouteKey]]] = deque()
         # Bumped by every call that may change which prefixes the FIB (or the RIB behind it) holds:
         # readers that cache something per prefix set (controller/runtime/routes.py) compare it.
         self.version = 0
@@ -87,7 +126,7 @@ class Fib:
     def state(self) -> PersistState:
         return self._state
 
-    def entries(self) -> Mapping[Prefix, tuple[Address, ...]]:
+    def entries(self) -> Mapping[RouteKey, Hops]:
         """The effective FIB: live entries, and persisted ones where no live entry exists.
 
         Read it, do not keep it: while nothing is persisted this is the live table itself, not a
@@ -100,7 +139,7 @@ class Fib:
         merged.update(self._live)
         return merged
 
-    def lookup(self, prefix: Prefix) -> tuple[tuple[Address, ...], bool]:
+    def lookup(self, prefix: RouteKey) -> tuple[Hops, bool]:
         """One prefix's effective next hops and whether they are held (persisted or in their grace)."""
         hops = self._live.get(prefix)
         if hops:
@@ -108,7 +147,7 @@ class Fib:
         held = self._persisted.get(prefix)
         return (held, True) if held else ((), False)
 
-    def persisted(self) -> Mapping[Prefix, tuple[Address, ...]]:
+    def persisted(self) -> Mapping[RouteKey, Hops]:
         """Held entries: persisted (Holding, the recovery window) and those in their grace."""
         return self._persisted
 
@@ -125,17 +164,17 @@ class Fib:
         return min(grace, self._window_ends)
 
     def update(
-        self, prefix: Prefix, hops: tuple[Address, ...], session_down_at: float | None = None
-    ) -> dict[Prefix, FibEntry | None]:
+        self, prefix: RouteKey, hops: Hops, session_down_at: float | None = None
+    ) -> dict[RouteKey, Hops | None]:
         """Set the live next hops of one prefix (empty: no live path)."""
         return self.update_many([(prefix, hops)], session_down_at)
 
     def update_many(
         self,
-        items: Iterable[tuple[Prefix, tuple[Address, ...]]],
+        items: Iterable[tuple[RouteKey, Hops]],
         session_down_at: float | None = None,
-        before: dict[Prefix, tuple[Address, ...]] | None = None,
-    ) -> dict[Prefix, FibEntry | None]:
+        before: dict[RouteKey, Hops] | None = None,
+    ) -> dict[RouteKey, Hops | None]:
         """Set live next hops; `session_down_at`: these paths left with a session that went down then.
 
         Persist grace (module docstring): prefixes losing their last path that way are held.
@@ -143,8 +182,8 @@ class Fib:
         the tables held: the failover report needs them, and the FIB has them already).
         """
         self.version += 1
-        changes: dict[Prefix, FibEntry | None] = {}
-        graced: list[Prefix] = []
+        changes: dict[RouteKey, Hops | None] = {}
+        graced: list[RouteKey] = []
         for prefix, hops in items:
             previous = self._effective(prefix)
             if hops:
@@ -161,14 +200,14 @@ class Fib:
                     graced.append(prefix)
             after = self._effective(prefix)
             if after != previous:
-                changes[prefix] = FibEntry(prefix, after) if after else None
+                changes[prefix] = after or None
                 if before is not None and previous:
                     before[prefix] = previous
         if graced:
             self._hold_for_grace(graced, session_down_at or 0.0)
         return changes
 
-    def _hold_for_grace(self, prefixes: list[Prefix], down_at: float) -> None:
+    def _hold_for_grace(self, prefixes: list[RouteKey], down_at: float) -> None:
         """Start the grace of prefixes whose session went down at `down_at` (already persisted)."""
         ends = down_at + self.persist.grace_seconds
         if self._grace_queue:
@@ -177,7 +216,7 @@ class Fib:
             self._grace_until[prefix] = ends
         self._grace_queue.append((ends, prefixes))
 
-    def sessions_changed(self, sessions_up: int, now: float) -> dict[Prefix, FibEntry | None]:
+    def sessions_changed(self, sessions_up: int, now: float) -> dict[RouteKey, Hops | None]:
         """Track how many sessions are up; drives HOLDING and the recovery window."""
         previous, self._sessions_up = self._sessions_up, sessions_up
         self.version += 1
@@ -196,11 +235,11 @@ class Fib:
             self._window_ends = now + self.persist.duration_seconds
         return {}
 
-    def handle_timer(self, now: float) -> dict[Prefix, FibEntry | None]:
+    def handle_timer(self, now: float) -> dict[RouteKey, Hops | None]:
         """End of a grace (some session is still up: drop its prefixes) and of the recovery window
         (drop what was not re-advertised; prefixes still in their grace keep it)."""
         self.version += 1
-        changes: dict[Prefix, FibEntry | None] = {}
+        changes: dict[RouteKey, Hops | None] = {}
         queue = self._grace_queue
         while queue and queue[0][0] <= now:
             ends, prefixes = queue.popleft()
@@ -214,13 +253,13 @@ class Fib:
             changes.update(self._drop_persisted(keep_grace=True))
         return changes
 
-    def reset(self) -> dict[Prefix, FibEntry | None]:
+    def reset(self) -> dict[RouteKey, Hops | None]:
         """Empty the persisted FIB now (the user's "reset" action), prefixes in their grace too."""
         return self._drop_persisted(keep_grace=False)
 
-    def _drop_persisted(self, keep_grace: bool) -> dict[Prefix, FibEntry | None]:
+    def _drop_persisted(self, keep_grace: bool) -> dict[RouteKey, Hops | None]:
         self.version += 1
-        changes: dict[Prefix, FibEntry | None] = {}
+        changes: dict[RouteKey, Hops | None] = {}
         grace = self._grace_until
         for prefix in list(self._persisted):
             if keep_grace and prefix in grace:
@@ -236,13 +275,14 @@ class Fib:
         self._state = PersistState.HOLDING if still_down else PersistState.LIVE
         return changes
 
-    def _effective(self, prefix: Prefix) -> tuple[Address, ...]:
+    def _effective(self, prefix: RouteKey) -> Hops:
         return self._live.get(prefix) or self._persisted.get(prefix) or ()
 
 
 __all__ = [
     "DEFAULT_GRACE_SECONDS",
     "Fib",
+    "HopsInterner",
     "PersistConfig",
     "PersistState",
     "SelectionMode",

@@ -28,6 +28,7 @@ import time
 from collections.abc import Sequence
 from ipaddress import ip_address, ip_network
 
+from bgp.types import prefix_key
 from controller.writers import rtnl
 
 ECHO_PORT = 7007
@@ -46,8 +47,9 @@ def gateways(channel: rtnl.NetlinkChannel, table: int, prefix: str) -> list[str]
     """The gateways the kernel forwards `prefix` to from `table` (plain, multipath or nexthop objects)."""
     network = ip_network(prefix)
     family = socket.AF_INET if network.version == 4 else socket.AF_INET6
+    key = prefix_key(network)
     try:
-        routes = [r for r in channel.routes(family, table) if r.prefix == network and r.table == table]
+        routes = [r for r in channel.routes(family, table) if r.key == key and r.table == table]
     except OSError as exc:
         if exc.errno == errno.ENOENT:  # the table does not exist yet
             return []

@@ -60,12 +60,12 @@ from bgp.api import (
 )
 from bgp.fsm.events import State, TransitionReason
 from bgp.rib.path import Path
-from bgp.types import IPAddress, key_to_prefix
+from bgp.types import IPAddress, key_str
 from controller.desired import (
-    Address,
-    FibEntry,
+    Hops,
     PeerDesired,
-    Prefix,
+    RouteChanges,
+    RouteKey,
     RouteServerDesired,
     SelectionSettings,
     TableDesired,
@@ -95,8 +95,7 @@ from controller.events import (
     RoutesRejected,
     SpeakerFailed,
 )
-from controller.fib import Fib, PersistConfig, SelectionMode, select_next_hops
-from controller.prefixes import prefix_from_key
+from controller.fib import Fib, HopsInterner, PersistConfig, SelectionMode, select_next_hops
 from controller.runtime.deferral import Deferral, DeferralEnd, RestartDeferral
 from controller.runtime.installed import InstalledCounts
 from controller.runtime.liveness import Liveness
@@ -134,22 +133,28 @@ def persist_config(desired: RouteServerDesired) -> PersistConfig:
 
 def hops_function(
     selection: SelectionSettings,
-) -> Callable[[Path | None, Sequence[Path]], tuple[Address, ...]]:
-    """The FIB next hops of one prefix from its best path and ECMP set (chosen once per change set)."""
-    if selection.mode is SelectionMode.ACTIVE_PASSIVE:
+) -> Callable[[Path | None, Sequence[Path]], Hops]:
+    """The FIB next hops of one prefix from its best path and ECMP set (chosen once per change set).
 
-        def active_passive(best: Path | None, ecmp: Sequence[Path]) -> tuple[Address, ...]:
+    The tuples are interned (controller/fib.py `HopsInterner`): every prefix behind one next-hop set
+    shares one object in the FIB and in every table's pending changes.
+    """
+    intern = HopsInterner()
+    if selection.mode is SelectionMode.ACTIVE_PASSIVE:
+        one = intern.one
+
+        def active_passive(best: Path | None, ecmp: Sequence[Path]) -> Hops:
             hop = best.next_hop if best is not None else None
-            return (hop,) if hop is not None else ()  # bulk intake: no ECMP list built
+            return one(hop) if hop is not None else ()  # bulk intake: no ECMP list built
 
         return active_passive
     mode, max_paths = selection.mode, selection.max_paths
 
-    def equal_cost(best: Path | None, ecmp: Sequence[Path]) -> tuple[Address, ...]:
+    def equal_cost(best: Path | None, ecmp: Sequence[Path]) -> Hops:
         if best is None or best.next_hop is None:
             return ()
         hops = [p.next_hop for p in ecmp if p.next_hop is not None]
-        return select_next_hops(mode, best.next_hop, hops, max_paths)
+        return intern(select_next_hops(mode, best.next_hop, hops, max_paths))
 
     return equal_cost
 
@@ -230,7 +235,7 @@ class RouteServerRuntime:
     def loop(self) -> asyncio.AbstractEventLoop:
         return asyncio.get_running_loop()
 
-    def fib_entries(self) -> Mapping[Prefix, tuple[Address, ...]]:
+    def fib_entries(self) -> Mapping[RouteKey, Hops]:
         return self.fib.entries()
 
     def current(self, peer: PeerRuntime) -> bool:
@@ -524,64 +529,63 @@ class RouteServerRuntime:
     def _on_routes(self, event: RoutesChanged) -> None:
         hops = self._hops
         # Next hops once per change (the previous ones come from the FIB: `before`).
-        items = [(prefix_from_key(c.prefix), hops(c.new_best, c.new_ecmp)) for c in event.changes]
+        items = [(c.prefix, hops(c.new_best, c.new_ecmp)) for c in event.changes]
         self.installed.apply(event.changes)
         peer = self.peers.get(event.peer_id)
         # Paths that left with their session (not withdrawn by UPDATE): persist grace, controller/fib.py.
         down_at = None
         if peer is not None and peer.bgp_state is not State.ESTABLISHED and self.fib.persist.enabled:
             down_at = self.loop.time()
-        before: dict[Prefix, tuple[Address, ...]] = {}
+        before: dict[RouteKey, Hops] = {}
         changes = self.fib.update_many(items, down_at, before)
         if down_at is not None:
             self._arm_persist_timer()
         if changes:
+            self._push(changes)  # first: the tables' writers are woken before the report is built
             self._report_fib(event.peer_id, changes, before)
-            self._push(changes)
 
     def _report_fib(
         self,
         peer: str,
-        changes: Mapping[Prefix, FibEntry | None],
-        before: Mapping[Prefix, tuple[Address, ...]],
+        changes: RouteChanges,
+        before: Mapping[RouteKey, Hops],
     ) -> None:
         """Counts, and the failover groups: prefixes that moved from one next-hop set to another
         (`before`: what the FIB held for each changed prefix, recorded by the FIB itself)."""
-        moved: dict[tuple[tuple[Address, ...], tuple[Address, ...]], list[Prefix]] = {}
+        # (old hops, new hops) -> [prefixes, the first one]: counts only, nothing per prefix kept.
+        moved: dict[tuple[Hops, Hops], list[int]] = {}
         added = removed = 0
+        get = before.get
         for prefix, entry in changes.items():
-            old = before.get(prefix, ())
+            old = get(prefix)
             if not old:
                 added += 1
-            elif entry is None:
+                continue
+            if entry is None:
                 removed += 1
-                moved.setdefault((old, ()), []).append(prefix)
+            pair = (old, entry or ())
+            group = moved.get(pair)
+            if group is None:
+                moved[pair] = [1, prefix]
             else:
-                moved.setdefault((old, entry.nexthops), []).append(prefix)
-        failovers = sum(len(p) for (_, new), p in moved.items() if new)
+                group[0] += 1
+        failovers = sum(count for (_, new), (count, _first) in moved.items() if new)
         events = self.events
         events.emit(FibChanged(self.name, added, removed, len(changes) - added - removed, failovers))
         if not moved:
             return
-        groups = sorted(moved.items(), key=lambda item: -len(item[1]))
+        groups = sorted(moved.items(), key=lambda item: -item[1][0])
         trigger = peer or None
-        for (old, new), prefixes in groups[:MAX_LOGGED_GROUPS]:
+        for (old, new), (count, first) in groups[:MAX_LOGGED_GROUPS]:
             kind = Failover if new else RoutesLost
             events.emit(
-                kind(
-                    self.name,
-                    trigger,
-                    [str(h) for h in old],
-                    [str(h) for h in new],
-                    len(prefixes),
-                    str(prefixes[0]),
-                )
+                kind(self.name, trigger, [str(h) for h in old], [str(h) for h in new], count, key_str(first))
             )
         if len(groups) > MAX_LOGGED_GROUPS:
-            rest = sum(len(p) for _, p in groups[MAX_LOGGED_GROUPS:])
+            rest = sum(count for _, (count, _first) in groups[MAX_LOGGED_GROUPS:])
             events.emit(MoreFailovers(self.name, len(groups) - MAX_LOGGED_GROUPS, rest))
 
-    def _push(self, changes: Mapping[Prefix, FibEntry | None]) -> None:
+    def _push(self, changes: RouteChanges) -> None:
         if not changes:
             return
         for table in self.tables.values():
@@ -593,9 +597,9 @@ class RouteServerRuntime:
         if speaker is None:
             return
         hops = self._hops
-        items: list[tuple[Prefix, tuple[Address, ...]]] = []
+        items: list[tuple[RouteKey, Hops]] = []
         for key, ecmp in speaker.loc_rib.selected():
-            items.append((prefix_from_key(key), hops(ecmp[0] if ecmp else None, ecmp)))
+            items.append((key, hops(ecmp[0] if ecmp else None, ecmp)))
         self.installed.recount((ecmp[0] if ecmp else None, ecmp) for _, ecmp in speaker.loc_rib.selected())
         seen = {prefix for prefix, _ in items}
         items += [(prefix, ()) for prefix in self.fib.entries() if prefix not in seen]
@@ -783,7 +787,7 @@ class RouteServerRuntime:
                 if count > peer.rejected_by_reason_logged.get(reason, 0)
             }
             adj = speaker.adj_rib_in(peer.name)
-            examples = [str(key_to_prefix(r.prefix)) for r in list(adj.recent_rejections)[-3:]] if adj else []
+            examples = [key_str(r.prefix) for r in list(adj.recent_rejections)[-3:]] if adj else []
             self.events.emit(
                 RoutesRejected(
                     self.name, peer.name, status.prefixes_rejected - peer.rejected_logged, delta, examples

@@ -38,15 +38,13 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import ip_network
-from socket import inet_ntoa
 from typing import TYPE_CHECKING
 
 from bgp.rib.adj_rib_in import AdjRibIn
 from bgp.rib.loc_rib import LocRib
 from bgp.rib.path import Path
-from bgp.types import PrefixKey, prefix_key
-from controller.desired import Address, Prefix, SelectionMode
-from controller.prefixes import key_of, prefix_from_key
+from bgp.types import PrefixKey, key_str, prefix_key
+from controller.desired import Hops, Prefix, SelectionMode
 
 if TYPE_CHECKING:
     from controller.runtime.ports import TableWriter
@@ -166,8 +164,7 @@ class RouteIndex:
         held = list(rs.fib.persisted())
         for start in range(0, len(held), SORT_RUN):
             await asyncio.sleep(0)
-            for prefix in held[start : start + SORT_RUN]:
-                key = key_of(prefix)
+            for key in held[start : start + SORT_RUN]:
                 if rib is None or key not in rib:
                     keys.append(key)
         del held
@@ -189,14 +186,6 @@ class RouteIndex:
         self.keys, self.version, self.source = merged, version, rib
         self.built_at = time.monotonic()
         self.build_seconds = self.built_at - started
-
-
-_V4_END = 1 << 40  # IPv4 keys are below: (32-bit address << 8) | length
-
-
-def prefix_text(key: PrefixKey) -> str:
-    """An IPv4 key as text, in C (str() of an ipaddress network is Python code)."""
-    return f"{inet_ntoa((key >> 8).to_bytes(4, 'big'))}/{key & 0xFF}"
 
 
 def _rib_of(rs: RouteServerRuntime) -> LocRib | None:
@@ -250,7 +239,7 @@ def routes_page(rs: RouteServerRuntime, keys: list[PrefixKey], query: RoutesQuer
         route = builder.route(key)
         if route is not None:
             routes.append(route)
-    following = str(prefix_from_key(keys[index - 1])) if index < high and index > start else None
+    following = key_str(keys[index - 1]) if index < high and index > start else None
     age = time.monotonic() - rs.route_index.built_at
     return RoutesPage(rs.name, routes, following, high - low, age)
 
@@ -322,7 +311,7 @@ class _PageBuilder:
             self.keep.append(path)
         return known
 
-    def addresses(self, hops: tuple[Address, ...]) -> str:
+    def addresses(self, hops: Hops) -> str:
         """Next hops as a JSON array; each address object is formatted once per page (hops are shared)."""
         cache = self.text
         out = []
@@ -336,8 +325,7 @@ class _PageBuilder:
 
     def route(self, key: PrefixKey) -> str | None:
         rib = self.rib
-        prefix = prefix_from_key(key)
-        hops, held = self.fib.lookup(prefix)
+        hops, held = self.fib.lookup(key)
         candidates: tuple[Path, ...] = rib.candidates(key) if rib is not None else ()
         if not candidates and not hops:
             return None  # gone since the index was built
@@ -361,11 +349,10 @@ class _PageBuilder:
         rejected = self.rejected.get(key)
         if rejected:
             paths.extend(rejected)
-        text = prefix_text(key) if key < _V4_END else str(prefix)
+        text = key_str(key)
         hop_text = self.addresses(hops)
         tables = ",".join(
-            self.table_state(table, head, writer, prefix, hops, hop_text)
-            for table, head, writer in self.tables
+            self.table_state(table, head, writer, key, hops, hop_text) for table, head, writer in self.tables
         )
         return (
             f'{{"prefix":"{text}","rib":[{",".join(paths)}],'
@@ -378,8 +365,8 @@ class _PageBuilder:
         table: TableRuntime,
         head: str,
         writer: TableWriter | None,
-        prefix: Prefix,
-        hops: tuple[Address, ...],
+        prefix: PrefixKey,
+        hops: Hops,
         hop_text: str,
     ) -> str:
         there = writer.installed_route(prefix) if writer is not None else None

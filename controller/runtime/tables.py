@@ -23,8 +23,8 @@ import time
 from collections.abc import Mapping
 from typing import Protocol
 
-from bgp.types import IPV4_UNICAST, IPV6_UNICAST
-from controller.desired import Address, FibEntry, PersistConfig, Prefix, TableDesired
+from bgp.types import IPV4_UNICAST, IPV6_UNICAST, key_is_ipv6, key_str
+from controller.desired import Hops, PersistConfig, RouteChanges, RouteKey, TableDesired
 from controller.events import (
     RoutesAdopted,
     RoutesWithdrawn,
@@ -33,7 +33,6 @@ from controller.events import (
     TableWriteFailed,
     TableWritten,
 )
-from controller.prefixes import key_of
 from controller.runtime import retry
 from controller.runtime.ports import RouteServerPart, TableWriter, WriterFactory
 from controller.writers.base import Rejection, WriteReport
@@ -55,7 +54,7 @@ class TableOwner(RouteServerPart, Protocol):
         """The longest the restart deferral runs (adopted routes without persistRoutes: the hold)."""
         ...
 
-    def fib_entries(self) -> Mapping[Prefix, tuple[Address, ...]]: ...
+    def fib_entries(self) -> Mapping[RouteKey, Hops]: ...
 
     def table_opened(self) -> None: ...
 
@@ -76,23 +75,23 @@ class TableRuntime:
         self.writer: TableWriter | None = None
         self._factory = factory
         self._resync_interval = resync_interval
-        self._pending: dict[Prefix, FibEntry | None] = {}
+        self._pending: dict[RouteKey, Hops | None] = {}
         self._pending_since: float | None = None
         self._wake = asyncio.Event()
         self._resync_at: float | None = None
         self._closing = False
         self._task: asyncio.Task[None] | None = None
         self._backoff = retry.Backoff()
-        self.rejected: dict[Prefix, Rejection] = {}
+        self.rejected: dict[RouteKey, Rejection] = {}
         self.last_error: str | None = None
         self.last_sync_at: float | None = None
         self.last_write_at: float | None = None
         self.synced = False
         # Restart deferral (controller/runtime/deferral.py): the prefixes adopted at start while the
         # owner defers them (None: not deferring), their families, and those whose changes were held.
-        self._adopted: frozenset[Prefix] | None = None
+        self._adopted: frozenset[RouteKey] | None = None
         self.adopted_families: frozenset[str] = frozenset()
-        self._deferred: set[Prefix] = set()
+        self._deferred: set[RouteKey] = set()
 
     @property
     def name(self) -> str:
@@ -101,14 +100,10 @@ class TableRuntime:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"table-{self.name}")
 
-    def passes(self, prefix: Prefix) -> bool:
-        # The Loc-RIB key travels with the prefix (controller/prefixes.py): no conversion back.
-        return self.filter is None or self.filter.check_prefix(key_of(prefix)) is None
+    def passes(self, prefix: RouteKey) -> bool:
+        return self.filter is None or self.filter.check_prefix(prefix) is None
 
-    def desired_routes(self) -> dict[Prefix, FibEntry]:
-        return {prefix: FibEntry(prefix, hops) for prefix, hops in self.desired_hops().items()}
-
-    def desired_hops(self) -> Mapping[Prefix, tuple[Address, ...]]:
+    def desired_hops(self) -> Mapping[RouteKey, Hops]:
         """What the table should hold, as prefix -> next hops (the FIB itself without a filter)."""
         entries = self.owner.fib_entries()
         if self.filter is None:
@@ -116,7 +111,7 @@ class TableRuntime:
         passes = self.passes
         return {prefix: hops for prefix, hops in entries.items() if passes(prefix)}
 
-    def push(self, changes: Mapping[Prefix, FibEntry | None]) -> None:
+    def push(self, changes: RouteChanges) -> None:
         if self.filter is None:
             added = bool(changes)
             self._pending.update(changes)  # latest wins per prefix; one C-level pass for a bulk feed
@@ -217,7 +212,7 @@ class TableRuntime:
             if self.owner.deferring:
                 self._adopted = frozenset(installed)
                 self.adopted_families = frozenset(
-                    str(IPV4_UNICAST if p.version == 4 else IPV6_UNICAST) for p in self._adopted
+                    str(IPV6_UNICAST if key_is_ipv6(p) else IPV4_UNICAST) for p in self._adopted
                 )
             self.owner.events.emit(RoutesAdopted(self.owner.name, self.name, adopted, round(hold)))
         else:
@@ -236,10 +231,10 @@ class TableRuntime:
         if adopted is None or not deferred:
             return 0
         entries = self.owner.fib_entries()
-        self.push({p: FibEntry(p, entries[p]) if p in entries else None for p in deferred})
+        self.push({p: entries.get(p) for p in deferred})
         return len(deferred)
 
-    def _defer(self, batch: dict[Prefix, FibEntry | None]) -> dict[Prefix, FibEntry | None]:
+    def _defer(self, batch: dict[RouteKey, Hops | None]) -> dict[RouteKey, Hops | None]:
         """Hold back the changes of adopted prefixes (end_deferral writes their FIB later)."""
         adopted = self._adopted
         assert adopted is not None
@@ -267,14 +262,16 @@ class TableRuntime:
         assert self.writer is not None
         self._pending = {}
         since, self._pending_since = self._pending_since, None
-        desired = self.desired_routes()
+        desired = self.desired_hops()
         if self._adopted is not None:
             # Restart deferral: adopted routes stay as installed; end_deferral writes the FIB's.
             self._deferred.update(p for p in self._adopted if p in desired)
             installed = self.writer.installed()
-            desired.update({p: FibEntry(p, installed[p]) for p in self._adopted if p in installed})
+            desired = dict(desired)
+            desired.update({p: installed[p] for p in self._adopted if p in installed})
+        # The writer copies what it needs before its first await: the FIB's own table can be passed.
         report = await self.writer.resync(desired)
-        del desired  # the writer keeps its own copy: do not hold a second one across the wait
+        del desired
         self.rejected = {}
         self._resync_at = asyncio.get_running_loop().time() + self._resync_interval
         self.last_sync_at = time.time()
@@ -310,7 +307,7 @@ class TableRuntime:
                 reasons[r.reason.value] = reasons.get(r.reason.value, 0) + 1
             events.emit(
                 TableRoutesRejected(
-                    owner.name, self.name, len(new), reasons, f"{new[0].prefix}: {new[0].message}"
+                    owner.name, self.name, len(new), reasons, f"{key_str(new[0].prefix)}: {new[0].message}"
                 )
             )
 

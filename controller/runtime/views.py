@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 from bfd.service import SessionStatus
 from bgp.api import PeerStatus
 from bgp.rib.adj_rib_in import AdjRibIn
-from bgp.types import key_to_prefix
-from controller.desired import Address, Prefix, SelectionMode
+from bgp.types import key_str
+from controller.desired import Hops, RouteKey, SelectionMode
 from controller.runtime.liveness import BFD_STATE_NAMES, diag_name
 from controller.runtime.peers import PeerRuntime
 from controller.status import (
@@ -49,26 +49,19 @@ def _wall(monotonic_at: float) -> float:
     return time.time() - (time.monotonic() - monotonic_at)
 
 
-def _route_order(item: tuple[Prefix, object]) -> tuple[int, int, int]:
-    prefix = item[0]
-    return (prefix.version, int(prefix.network_address), prefix.prefixlen)
-
-
-def first_routes(
-    routes: Mapping[Prefix, tuple[Address, ...]], limit: int
-) -> list[tuple[Prefix, tuple[Address, ...]]]:
-    """The first `limit` routes in address order, without sorting a full table."""
+def first_routes(routes: Mapping[RouteKey, Hops], limit: int) -> list[tuple[RouteKey, Hops]]:
+    """The first `limit` routes in address order (keys sort by family, address, length), without
+    sorting a full table: the keys are ints, so the selection runs in C."""
     if limit <= 0:
         return []
-    if len(routes) <= limit:
-        return sorted(routes.items(), key=_route_order)
-    return heapq.nsmallest(limit, routes.items(), key=_route_order)
+    keys = sorted(routes) if len(routes) <= limit else heapq.nsmallest(limit, routes)
+    return [(key, routes[key]) for key in keys]
 
 
 def table_view(table: TableRuntime, max_routes: int = MAX_STATUS_ROUTES) -> TableView:
     """A table's status; up to `max_routes` installed routes listed (0: counts only)."""
     writer = table.writer
-    installed: Mapping[Prefix, tuple[Address, ...]] = writer.installed() if writer is not None else {}
+    installed: Mapping[RouteKey, Hops] = writer.installed() if writer is not None else {}
     desired = table.desired_hops()
     table_id = getattr(writer, "table", None)
     reasons: dict[str, int] = {}
@@ -92,10 +85,11 @@ def table_view(table: TableRuntime, max_routes: int = MAX_STATUS_ROUTES) -> Tabl
         rejected_by_reason=reasons,
         in_sync=in_sync,
         installed=tuple(
-            RouteView(str(p), tuple(str(h) for h in hops)) for p, hops in first_routes(installed, max_routes)
+            RouteView(key_str(p), tuple(str(h) for h in hops))
+            for p, hops in first_routes(installed, max_routes)
         ),
         rejected=tuple(
-            RejectedRouteView(str(r.prefix), r.reason.value, r.message)
+            RejectedRouteView(key_str(r.prefix), r.reason.value, r.message)
             for r in list(table.rejected.values())[:MAX_LISTED_REJECTIONS]
         ),
         last_sync_at=table.last_sync_at,
@@ -131,7 +125,7 @@ def route_server_view(
         sessions_up=rs.sessions_up,
         fib_routes=len(fib_entries),
         fib=tuple(
-            RouteView(str(p), tuple(str(h) for h in hops))
+            RouteView(key_str(p), tuple(str(h) for h in hops))
             for p, hops in first_routes(fib_entries, max_routes)
         ),
         peers=tuple(peer_view(rs, p, bfd_sessions) for p in rs.peers.values()),
@@ -152,7 +146,7 @@ def peer_view(rs: RouteServerRuntime, peer: PeerRuntime, bfd_sessions: BfdSessio
     rejections: tuple[RejectedRouteView, ...] = ()
     if adj is not None:
         rejections = tuple(
-            RejectedRouteView(str(key_to_prefix(r.prefix)), r.reason.value, peer=peer.name)
+            RejectedRouteView(key_str(r.prefix), r.reason.value, peer=peer.name)
             for r in reversed(list(adj.recent_rejections)[-MAX_LISTED_REJECTIONS:])
         )
     sent = status.last_notification_sent if status is not None else None

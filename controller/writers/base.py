@@ -2,8 +2,9 @@
 
 Owns: `RouteWriter`, the protocol every table target implements (controller/writers/netlink.py for
 node tables; an AWS writer next) and the runtime drives, and its result types (`WriteReport`,
-`Rejection`, `RejectReason`). The route types it takes (`Prefix`, `Address`, `FibEntry`) are
-controller/desired.py's.
+`Rejection`, `RejectReason`). The route types it takes (`RouteKey`, `Hops`, `RouteChanges`) are
+controller/desired.py's: a route is keyed by the Loc-RIB's compact prefix key (an int) all the way
+to the target, and its next-hop tuple is shared by every route with the same set.
 
 May not touch: anything above the writers (the runtime, the agent, sources, translation): writers
 depend on controller.desired only (import-linter enforces it).
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from controller.desired import Address, FibEntry, Prefix
+from controller.desired import Hops, RouteChanges, RouteKey
 
 
 class RejectReason(enum.Enum):
@@ -33,7 +34,7 @@ class RejectReason(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    prefix: Prefix
+    prefix: RouteKey
     reason: RejectReason
     message: str
 
@@ -52,10 +53,10 @@ class RouteWriter(Protocol):
     """A FIB target, driven by one table of the runtime.
 
     - `start`: open the target and adopt what we own there from a previous run (nothing removed yet).
-    - `apply`: only what changed (prefix -> entry; None removes).
+    - `apply`: only what changed (key -> next hops; None removes).
     - `resync`: the whole FIB; repairs drift and removes what we own but no longer want.
     - `withdraw_all`: remove every route we own (a table or route server that goes away).
-    - `installed`: what is programmed now, as read back (prefix -> next hops).
+    - `installed`: what is programmed now, as read back (key -> next hops).
     - `installed_route`: the same for one prefix (None: no route of ours), without building the
       whole mapping (the per-route view, controller/runtime/routes.py, reads it once per route).
     - `close`: release the target, leaving its routes as they are.
@@ -63,15 +64,15 @@ class RouteWriter(Protocol):
 
     async def start(self) -> WriteReport: ...
 
-    async def apply(self, changes: Mapping[Prefix, FibEntry | None]) -> WriteReport: ...
+    async def apply(self, changes: RouteChanges) -> WriteReport: ...
 
-    async def resync(self, desired: Mapping[Prefix, FibEntry]) -> WriteReport: ...
+    async def resync(self, desired: Mapping[RouteKey, Hops]) -> WriteReport: ...
 
     async def withdraw_all(self) -> WriteReport: ...
 
-    def installed(self) -> Mapping[Prefix, tuple[Address, ...]]: ...
+    def installed(self) -> Mapping[RouteKey, Hops]: ...
 
-    def installed_route(self, prefix: Prefix) -> tuple[Address, ...] | None: ...
+    def installed_route(self, prefix: RouteKey) -> Hops | None: ...
 
     async def close(self) -> None: ...
 

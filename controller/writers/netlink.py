@@ -47,7 +47,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
 
-from controller.desired import Address, FibEntry, Prefix
+from bgp.types import key_str
+from controller.desired import Address, Hops, RouteChanges, RouteKey
 from controller.writers import rtnl
 from controller.writers.base import Rejection, RejectReason, WriteReport
 from controller.writers.rtnl import Batch, NetlinkChannel, NextHop, Op, SendResult, canonical
@@ -165,8 +166,10 @@ class _Group:
     users: int = 0
 
 
+# (prefix, its route before this batch): one route that moves to another hop set
+_Move = tuple[RouteKey, "_Route | None"]
 # (prefix, its route before this batch, the hop set it gets, the group it will point at)
-_Planned = tuple[Prefix, _Route | None, tuple[NextHop, ...], int | None]
+_Planned = tuple[RouteKey, _Route | None, tuple[NextHop, ...], int | None]
 
 
 @dataclass(slots=True)
@@ -175,11 +178,11 @@ class _Plan:
 
     batch: Batch = field(default_factory=Batch)
     routes: list[_Planned] = field(default_factory=list)
-    rewrites: dict[int, tuple[_Group, _Group, list[tuple[Prefix, _Route]]]] = field(default_factory=dict)
+    rewrites: dict[int, tuple[_Group, _Group, list[tuple[RouteKey, _Route]]]] = field(default_factory=dict)
     new_hops: dict[int, NextHop] = field(default_factory=dict)
     new_groups: set[int] = field(default_factory=set)
-    removals: list[tuple[Prefix, _Route]] = field(default_factory=list)
-    stale: list[tuple[Prefix, int]] = field(default_factory=list)
+    removals: list[tuple[RouteKey, _Route]] = field(default_factory=list)
+    stale: list[tuple[RouteKey, int]] = field(default_factory=list)
 
 
 class NodeTableWriter:
@@ -236,20 +239,20 @@ class NodeTableWriter:
         self._lock = asyncio.Lock()
         self._started = False
         # What the controller wants, and whether that is the whole FIB (after one resync).
-        self._desired: dict[Prefix, FibEntry] = {}
+        self._desired: dict[RouteKey, Hops] = {}
         self._synced = False
         # Our picture of the kernel, rebuilt from it by _adopt.
-        self._routes: dict[Prefix, _Route] = {}
+        self._routes: dict[RouteKey, _Route] = {}
         self._generation = 0  # bumped after every pass and absorbed notification (installed()'s cache)
-        self._installed: tuple[int, Mapping[Prefix, tuple[Address, ...]]] | None = None
-        self._direct: set[Prefix] = set()  # routes with hop_id set (rare)
+        self._installed: tuple[int, Mapping[RouteKey, Hops]] | None = None
+        self._direct: set[RouteKey] = set()  # routes with hop_id set (rare)
         self._groups: dict[int, _Group] = {}
         self._group_by_set: dict[tuple[NextHop, ...], int] = {}
         self._hops: dict[int, NextHop] = {}
         self._hop_ids: dict[NextHop, int] = {}
-        self._foreign: set[Prefix] = set()
+        self._foreign: set[RouteKey] = set()
         # Ours at a metric we no longer use -> our group it points at (alive until the route goes).
-        self._stale: dict[tuple[Prefix, int], int | None] = {}
+        self._stale: dict[tuple[RouteKey, int], int | None] = {}
         self._taken: set[int] = set()
         self._cursor = 0
         self._tables_present: set[int] = set()
@@ -271,7 +274,7 @@ class NodeTableWriter:
     def uses_nexthop_objects(self) -> bool:
         return bool(self._nexthop_objects)
 
-    def installed(self) -> Mapping[Prefix, tuple[Address, ...]]:
+    def installed(self) -> Mapping[RouteKey, Hops]:
         """Our routes in the table as last read or written: prefix -> gateways.
 
         Safe to call while a pass runs in its worker thread (the items are copied first). Status and
@@ -284,7 +287,7 @@ class NodeTableWriter:
         if cached is not None and cached[0] == generation:
             return cached[1]
         memo: dict[int, tuple[tuple[NextHop, ...], tuple[Address, ...]]] = {}  # id -> (the set, gateways)
-        result: dict[Prefix, tuple[Address, ...]] = {}
+        result: dict[RouteKey, Hops] = {}
         for prefix, route in list(self._routes.items()):
             hops = route.hops
             known = memo.get(id(hops))
@@ -295,7 +298,7 @@ class NodeTableWriter:
         self._installed = (generation, view)
         return view
 
-    def installed_route(self, prefix: Prefix) -> tuple[Address, ...] | None:
+    def installed_route(self, prefix: RouteKey) -> Hops | None:
         """One prefix's gateways as last read or written (None: no route of ours); O(1), no copy.
 
         Safe while a pass runs in its worker thread: one dict read, and a route's hop set is a tuple.
@@ -303,7 +306,7 @@ class NodeTableWriter:
         route = self._routes.get(prefix)
         return tuple(h.gateway for h in route.hops) if route is not None else None
 
-    def foreign(self) -> frozenset[Prefix]:
+    def foreign(self) -> frozenset[RouteKey]:
         """Prefixes where someone else's route holds our (table, metric)."""
         return frozenset(self._foreign)
 
@@ -333,7 +336,7 @@ class NodeTableWriter:
             self._task = self._loop.create_task(self._background(), name=f"node-writer-{self.table}")
         return WriteReport()
 
-    async def apply(self, changes: Mapping[Prefix, FibEntry | None]) -> WriteReport:
+    async def apply(self, changes: RouteChanges) -> WriteReport:
         """Program what changed (None removes), in one batch; rejections never stop the others."""
         async with self._lock:
             todo = dict(changes)
@@ -346,7 +349,7 @@ class NodeTableWriter:
                 await self._work(self._adopt)
             return await self._work(self._apply_locked, todo)
 
-    async def resync(self, desired: Mapping[Prefix, FibEntry]) -> WriteReport:
+    async def resync(self, desired: Mapping[RouteKey, Hops]) -> WriteReport:
         """Make the table match `desired` exactly (for what we own): restore, fix, remove stale."""
         async with self._lock:
             self._desired = dict(desired)
@@ -385,9 +388,9 @@ class NodeTableWriter:
     def _owns_id(self, nh_id: int) -> bool:
         return nh_id & 0xFFFF0000 == self._block
 
-    def _metric_for(self, prefix: Prefix) -> int:
+    def _metric_for(self, prefix: RouteKey) -> int:
         """The metric our route for `prefix` has in the kernel (IPv6 turns 0/absent into 1024)."""
-        if prefix.version == 4:
+        if prefix < rtnl.V6_FLAG:
             return self.metric or 0
         return self.metric or 1024
 
@@ -452,7 +455,7 @@ class NodeTableWriter:
     def _adopt_route(self, kernel: rtnl.KernelRoute) -> None:
         if kernel.table != self.table:
             return
-        prefix = kernel.prefix
+        prefix = kernel.key
         metric = kernel.metric or 0
         ours = kernel.protocol == self.protocol
         if metric != self._metric_for(prefix):
@@ -466,13 +469,13 @@ class NodeTableWriter:
         if self._routes[prefix].hop_id is not None:
             self._direct.add(prefix)
 
-    def _add_stale(self, prefix: Prefix, metric: int, nh_id: int | None) -> None:
+    def _add_stale(self, prefix: RouteKey, metric: int, nh_id: int | None) -> None:
         gid = nh_id if nh_id is not None and nh_id in self._groups else None
         if gid is not None and (prefix, metric) not in self._stale:
             self._groups[gid].users += 1
         self._stale[(prefix, metric)] = gid
 
-    def _drop_stale(self, prefix: Prefix, metric: int) -> None:
+    def _drop_stale(self, prefix: RouteKey, metric: int) -> None:
         gid = self._stale.pop((prefix, metric), None)
         if gid is not None and gid in self._groups:
             self._groups[gid].users -= 1
@@ -555,30 +558,26 @@ class NodeTableWriter:
 
     # -- the resync and apply passes (worker thread, under the lock) ----------------------------
 
-    def _resync_locked(self, desired: Mapping[Prefix, FibEntry], remove_stale: bool) -> WriteReport:
+    def _resync_locked(self, desired: Mapping[RouteKey, Hops], remove_stale: bool) -> WriteReport:
         self._adopt()
-        changes: dict[Prefix, FibEntry | None] = {}
+        changes: dict[RouteKey, Hops | None] = {}
         if remove_stale:
             changes.update((p, None) for p in self._routes if p not in desired)
         changes.update(desired)
-        stale = sorted(self._stale, key=str) if remove_stale else []
+        stale = sorted(self._stale) if remove_stale else []
         return self._apply_locked(changes, stale)
 
-    def _apply_locked(
-        self, changes: Mapping[Prefix, FibEntry | None], stale: Sequence[tuple[Prefix, int]] = ()
-    ) -> WriteReport:
+    def _apply_locked(self, changes: RouteChanges, stale: Sequence[tuple[RouteKey, int]] = ()) -> WriteReport:
         with _gc_paused(len(changes)):
             return self._apply_now(changes, stale)
 
-    def _apply_now(
-        self, changes: Mapping[Prefix, FibEntry | None], stale: Sequence[tuple[Prefix, int]]
-    ) -> WriteReport:
+    def _apply_now(self, changes: RouteChanges, stale: Sequence[tuple[RouteKey, int]]) -> WriteReport:
         report = WriteReport()
         self._resolved = {}
         sets: tuple[dict[tuple[Address, ...], tuple[NextHop, ...]], ...] = ({}, {})  # per family
         plan = _Plan(stale=list(stale))
-        moves: dict[int | None, dict[tuple[NextHop, ...], list[tuple[Prefix, _Route | None]]]] = defaultdict(
-            lambda: defaultdict(list)
+        moves: dict[int | None, dict[tuple[NextHop, ...], list[tuple[RouteKey, _Route | None]]]] = (
+            defaultdict(lambda: defaultdict(list))
         )
         routes = self._routes
         foreign = self._foreign
@@ -594,15 +593,15 @@ class NodeTableWriter:
                 if current is not None:
                     plan.removals.append((prefix, current))
                 continue
-            version = prefix.version
+            version = 6 if prefix >= rtnl.V6_FLAG else 4
             if self.require_table:
-                family = rtnl.family_of(prefix)
+                family = rtnl.key_family(prefix)
                 if family not in missing:
                     missing[family] = not self._table_exists(family)
                 if missing[family]:
                     report.rejected.append(self._missing_table_rejection(prefix))
                     continue
-            gateways = entry.nexthops
+            gateways = entry
             memo = sets[version == 6]
             hops = memo.get(gateways)
             if hops is None:
@@ -647,16 +646,16 @@ class NodeTableWriter:
         self._collect_garbage(report)
         return report
 
-    def _foreign_rejection(self, prefix: Prefix) -> Rejection:
+    def _foreign_rejection(self, prefix: RouteKey) -> Rejection:
         return Rejection(
             prefix,
             RejectReason.FOREIGN_ROUTE,
-            f"table {self.table} holds a route for {prefix} at metric {self._metric_for(prefix)} "
+            f"table {self.table} holds a route for {key_str(prefix)} at metric {self._metric_for(prefix)} "
             "that we do not own (another protocol)",
         )
 
-    def _missing_table_rejection(self, prefix: Prefix) -> Rejection:
-        family = _FAMILY_NAME[rtnl.family_of(prefix)]
+    def _missing_table_rejection(self, prefix: RouteKey) -> Rejection:
+        family = _FAMILY_NAME[rtnl.key_family(prefix)]
         return Rejection(
             prefix,
             RejectReason.TABLE_MISSING,
@@ -666,13 +665,13 @@ class NodeTableWriter:
     def _plan_groups(
         self,
         plan: _Plan,
-        moves: Mapping[int | None, Mapping[tuple[NextHop, ...], list[tuple[Prefix, _Route | None]]]],
+        moves: Mapping[int | None, Mapping[tuple[NextHop, ...], list[tuple[RouteKey, _Route | None]]]],
     ) -> None:
         leaving: Counter[int] = Counter()
         for _prefix, removed in plan.removals:
             if removed.gid is not None:
                 leaving[removed.gid] += 1
-        deferred: list[tuple[tuple[NextHop, ...], list[tuple[Prefix, _Route | None]]]] = []
+        deferred: list[tuple[tuple[NextHop, ...], list[tuple[RouteKey, _Route | None]]]] = []
         for old_gid, targets in moves.items():
             group = self._groups.get(old_gid) if old_gid is not None else None
             remaining = dict(targets)
@@ -690,7 +689,7 @@ class NodeTableWriter:
             self._plan_routes(plan, members, hops, self._ensure_group(plan, hops))
 
     def _plan_rewrite(
-        self, plan: _Plan, gid: int, hops: tuple[NextHop, ...], moved: list[tuple[Prefix, _Route]]
+        self, plan: _Plan, gid: int, hops: tuple[NextHop, ...], moved: list[tuple[RouteKey, _Route]]
     ) -> bool:
         if not self._ensure_hops(plan, hops):
             return False
@@ -746,7 +745,7 @@ class NodeTableWriter:
     def _plan_routes(
         self,
         plan: _Plan,
-        members: list[tuple[Prefix, _Route | None]],
+        members: list[tuple[RouteKey, _Route | None]],
         hops: tuple[NextHop, ...],
         gid: int | None,
     ) -> None:
@@ -882,7 +881,7 @@ class NodeTableWriter:
             report.rejected.append(Rejection(prefix, reason, text))
         report.removed += sum(1 for prefix, _current in plan.removals if prefix not in self._routes)
 
-    def _repoint(self, prefix: Prefix, route: _Route, hops: tuple[NextHop, ...], gid: int | None) -> None:
+    def _repoint(self, prefix: RouteKey, route: _Route, hops: tuple[NextHop, ...], gid: int | None) -> None:
         """Update our record of a route in place; the caller counts the new group's user."""
         if route.gid is not None and route.gid in self._groups:
             self._groups[route.gid].users -= 1
@@ -890,7 +889,7 @@ class NodeTableWriter:
             self._direct.discard(prefix)
         route.hops, route.gid, route.hop_id = hops, gid, None
 
-    def _forget(self, prefix: Prefix, route: _Route) -> None:
+    def _forget(self, prefix: RouteKey, route: _Route) -> None:
         self._routes.pop(prefix, None)
         if route.gid is not None and route.gid in self._groups:
             self._groups[route.gid].users -= 1
@@ -996,7 +995,7 @@ class NodeTableWriter:
             self._full_pass = False
             if full:
                 return await self._work(self._resync_locked, dict(self._desired), self._synced)
-            changes: dict[Prefix, FibEntry | None] = {}
+            changes: dict[RouteKey, Hops | None] = {}
             for prefix in self._absorb(events):
                 if prefix in self._desired:
                     changes[prefix] = self._desired[prefix]
@@ -1006,11 +1005,11 @@ class NodeTableWriter:
                 return None
             return await self._work(self._apply_locked, changes)
 
-    def _absorb(self, events: Iterable[tuple[bool, rtnl.KernelRoute]]) -> set[Prefix]:
+    def _absorb(self, events: Iterable[tuple[bool, rtnl.KernelRoute]]) -> set[RouteKey]:
         """Fold others' changes into our picture; return the prefixes to look at again."""
-        dirty: set[Prefix] = set()
+        dirty: set[RouteKey] = set()
         for is_new, kernel in events:
-            prefix = kernel.prefix
+            prefix = kernel.key
             metric = kernel.metric or 0
             ours = kernel.protocol == self.protocol
             if metric != self._metric_for(prefix):

@@ -145,6 +145,28 @@ def family_of(addr: Address | Prefix) -> int:
     return socket.AF_INET if addr.version == 4 else socket.AF_INET6
 
 
+# Routes are keyed like the Loc-RIB (bgp.types.PrefixKey): (address << 8) | length, IPv6 keys with
+# this flag above the 128-bit address. The writer encodes a route from its key without building an
+# ipaddress network, and the decoder reads a kernel route back into a key.
+V6_FLAG = 1 << 136
+_V6_ADDRESS = (1 << 128) - 1
+
+
+def key_version(key: int) -> int:
+    return 6 if key >= V6_FLAG else 4
+
+
+def key_family(key: int) -> int:
+    return socket.AF_INET6 if key >= V6_FLAG else socket.AF_INET
+
+
+def key_destination(key: int) -> bytes:
+    """The RTA_DST bytes of a key (the network address, 4 or 16 octets)."""
+    if key >= V6_FLAG:
+        return ((key >> 8) & _V6_ADDRESS).to_bytes(16, "big")
+    return (key >> 8).to_bytes(4, "big")
+
+
 @dataclass(frozen=True, slots=True)
 class NextHop:
     """A gateway reached through an interface (ifindex): what a nexthop object is keyed by.
@@ -260,26 +282,25 @@ class RouteEncoder:
             self._headers[key] = header
         return header
 
-    def new(
-        self, flags: int, seq: int, prefix: Prefix, nh_id: int | None, hops: tuple[NextHop, ...] = ()
-    ) -> bytes:
-        """RTM_NEWROUTE via nexthop object `nh_id`, or via explicit `hops` when nh_id is None."""
-        version = prefix.version
+    def new(self, flags: int, seq: int, key: int, nh_id: int | None, hops: tuple[NextHop, ...] = ()) -> bytes:
+        """RTM_NEWROUTE for a route key via nexthop object `nh_id`, or via explicit `hops` when nh_id
+        is None."""
+        version = 6 if key >= V6_FLAG else 4
         if nh_id is not None:
             via = self._nh_attrs.get(nh_id)
             if via is None:
                 via = self._nh_attrs[nh_id] = rtattr(RTA_NH_ID, u32(nh_id))
         else:
-            key = (version, hops)
-            via = self._hop_attrs.get(key)
+            cached = (version, hops)
+            via = self._hop_attrs.get(cached)
             if via is None:
                 if len(self._hop_attrs) > 4096:  # hop sets come and go: keep the cache bounded
                     self._hop_attrs.clear()
-                via = self._hop_attrs[key] = _hops_attrs(version, hops)
-        body = self._header(version, prefix.prefixlen) + prefix.network_address.packed + self._tail + via
+                via = self._hop_attrs[cached] = _hops_attrs(version, hops)
+        body = self._header(version, key & 0xFF) + key_destination(key) + self._tail + via
         return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_NEWROUTE, flags, seq, 0) + body
 
-    def delete(self, seq: int, prefix: Prefix, metric: int | None) -> bytes:
+    def delete(self, seq: int, key: int, metric: int | None) -> bytes:
         """RTM_DELROUTE naming our protocol (and metric), so the kernel deletes only our route."""
         if metric == self._metric:
             tail = self._tail
@@ -287,7 +308,7 @@ class RouteEncoder:
             tail = rtattr(RTA_TABLE, u32(self._table))
             if metric is not None:
                 tail += rtattr(RTA_PRIORITY, u32(metric))
-        body = self._header(prefix.version, prefix.prefixlen) + prefix.network_address.packed + tail
+        body = self._header(key_version(key), key & 0xFF) + key_destination(key) + tail
         return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), RTM_DELROUTE, NLM_F_REQUEST, seq, 0) + body
 
 
@@ -396,7 +417,7 @@ class KernelRoute:
     """A route read back from the kernel (dump, `route get` answer or notification)."""
 
     family: int
-    prefix: Prefix
+    key: int  # the route's key (bgp.types.PrefixKey layout, host bits cleared)
     table: int
     protocol: int
     rtype: int
@@ -428,9 +449,9 @@ def decode_route(payload: memoryview) -> KernelRoute | None:
         return None
     family, dst_len, _src, _tos, table, protocol, _scope, rtype, _flags = _RTMSG.unpack_from(payload, 0)
     if family == socket.AF_INET:
-        width, network_class, address_class = 4, IPv4Network, IPv4Address
+        width, flag, address_class = 4, 0, IPv4Address
     elif family == socket.AF_INET6:
-        width, network_class, address_class = 16, IPv6Network, IPv6Address  # type: ignore[assignment]
+        width, flag, address_class = 16, V6_FLAG, IPv6Address  # type: ignore[assignment]
     else:
         return None
     dst = 0
@@ -465,14 +486,15 @@ def decode_route(payload: memoryview) -> KernelRoute | None:
             offset += (length + 3) & ~3
         if dst_len > width * 8:
             return None
-        prefix = network_class((dst, dst_len), strict=False)
+        bits = width * 8
+        key = flag | ((dst >> (bits - dst_len) << (bits - dst_len)) << 8) | dst_len
     except (struct.error, ValueError):
         return None
     if raw_gateway and oif is not None:
         hops.append(_single_hop(raw_gateway, oif, address_class))
     elif gateway is not None and oif is not None:
         hops.append(NextHop(gateway, oif))
-    return KernelRoute(family, prefix, table, protocol, rtype, metric, nh_id, tuple(hops), oif)
+    return KernelRoute(family, key, table, protocol, rtype, metric, nh_id, tuple(hops), oif)
 
 
 _HOP_CACHE: dict[tuple[bytes, int], NextHop] = {}

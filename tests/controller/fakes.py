@@ -27,7 +27,15 @@ from bgp.rib.decision import DecisionOptions
 from bgp.rib.loc_rib import LocRib
 from bgp.rib.path import Path, PeerInfo
 from bgp.types import AsPath, AsPathSegment, IPAddress, PathAttributes, SegmentType, prefix_key
-from controller.desired import Address, FibEntry, Prefix, SelectionSettings, SpeakerSettings, TableDesired
+from controller.desired import (
+    Address,
+    Hops,
+    RouteChanges,
+    RouteKey,
+    SelectionSettings,
+    SpeakerSettings,
+    TableDesired,
+)
 from controller.writers.base import Rejection, RejectReason, WriteReport
 
 
@@ -210,9 +218,9 @@ class SpeakerFactory:
 @dataclass
 class FakeWriter:
     table: int = 100
-    routes: dict[Prefix, tuple[Address, ...]] = field(default_factory=dict)
-    applies: list[dict[Prefix, FibEntry | None]] = field(default_factory=list)
-    resyncs: list[dict[Prefix, FibEntry]] = field(default_factory=list)
+    routes: dict[RouteKey, Hops] = field(default_factory=dict)
+    applies: list[dict[RouteKey, Hops | None]] = field(default_factory=list)
+    resyncs: list[dict[RouteKey, Hops]] = field(default_factory=list)
     withdrawn: int = 0
     closed: bool = False
     fail: int = 0  # fail this many writes
@@ -222,15 +230,15 @@ class FakeWriter:
     async def start(self) -> WriteReport:
         return WriteReport()
 
-    async def apply(self, changes: Mapping[Prefix, FibEntry | None]) -> WriteReport:
+    async def apply(self, changes: RouteChanges) -> WriteReport:
         self._maybe_fail()
         self.applies.append(dict(changes))
         return self._write(changes)
 
-    async def resync(self, desired: Mapping[Prefix, FibEntry]) -> WriteReport:
+    async def resync(self, desired: Mapping[RouteKey, Hops]) -> WriteReport:
         self._maybe_fail()
         self.resyncs.append(dict(desired))
-        changes: dict[Prefix, FibEntry | None] = {p: None for p in self.routes if p not in desired}
+        changes: dict[RouteKey, Hops | None] = {p: None for p in self.routes if p not in desired}
         changes.update(desired)
         return self._write(changes)
 
@@ -240,10 +248,10 @@ class FakeWriter:
         self.routes.clear()
         return report
 
-    def installed(self) -> Mapping[Prefix, tuple[Address, ...]]:
+    def installed(self) -> Mapping[RouteKey, Hops]:
         return dict(self.routes)
 
-    def installed_route(self, prefix: Prefix) -> tuple[Address, ...] | None:
+    def installed_route(self, prefix: RouteKey) -> Hops | None:
         return self.routes.get(prefix)
 
     async def close(self) -> None:
@@ -254,16 +262,16 @@ class FakeWriter:
             self.fail -= 1
             raise OSError(105, "No buffer space available")
 
-    def _write(self, changes: Mapping[Prefix, FibEntry | None]) -> WriteReport:
+    def _write(self, changes: RouteChanges) -> WriteReport:
         report = WriteReport()
         for prefix, entry in changes.items():
             if entry is None:
                 if self.routes.pop(prefix, None) is not None:
                     report.removed += 1
-            elif set(entry.nexthops) & self.unreachable:
+            elif set(entry) & self.unreachable:
                 report.rejected.append(Rejection(prefix, RejectReason.UNREACHABLE_NEXT_HOP, "unreachable"))
             else:
-                self.routes[prefix] = entry.nexthops
+                self.routes[prefix] = entry
                 report.installed += 1
         self.written.set()
         return report
@@ -272,7 +280,7 @@ class FakeWriter:
 class WriterFactory:
     def __init__(self) -> None:
         self.writers: dict[str, FakeWriter] = {}
-        self.preload: dict[str, dict[Prefix, tuple[Address, ...]]] = {}
+        self.preload: dict[str, dict[RouteKey, Hops]] = {}
 
     def __call__(self, desired: TableDesired) -> FakeWriter:
         writer = FakeWriter(routes=dict(self.preload.get(desired.name, {})))

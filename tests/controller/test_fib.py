@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from ipaddress import ip_address, ip_network
 
-from controller.desired import FibEntry, PersistConfig, SelectionMode
+from bgp.types import prefix_key
+from controller.desired import PersistConfig, SelectionMode
 from controller.fib import Fib, PersistState, select_next_hops
 
 A = ip_address("10.0.0.2")
 B = ip_address("10.0.0.3")
 C = ip_address("10.0.0.4")
-VIP = ip_network("203.0.113.10/32")
-SVC = ip_network("203.0.113.20/32")
+VIP = prefix_key(ip_network("203.0.113.10/32"))
+SVC = prefix_key(ip_network("203.0.113.20/32"))
 
 
 def test_active_passive_installs_only_the_best_next_hop() -> None:
@@ -31,9 +32,9 @@ def test_no_best_path_means_no_route() -> None:
 
 def test_update_emits_only_real_changes() -> None:
     fib = Fib()
-    assert fib.update(VIP, (A,)) == {VIP: FibEntry(VIP, (A,))}
+    assert fib.update(VIP, (A,)) == {VIP: (A,)}
     assert fib.update(VIP, (A,)) == {}
-    assert fib.update(VIP, (B,)) == {VIP: FibEntry(VIP, (B,))}
+    assert fib.update(VIP, (B,)) == {VIP: (B,)}
     assert fib.update(VIP, ()) == {VIP: None}
     assert fib.entries() == {}
 
@@ -68,7 +69,7 @@ def test_persist_window_keeps_unreadvertised_routes_until_it_ends() -> None:
     assert fib.state is PersistState.RECOVERING
     assert fib.next_deadline() == 160.0
     # VIP is re-advertised through another next hop: the live path replaces the persisted one at once.
-    assert fib.update(VIP, (B,)) == {VIP: FibEntry(VIP, (B,))}
+    assert fib.update(VIP, (B,)) == {VIP: (B,)}
     assert fib.handle_timer(now=159.9) == {}
     assert fib.handle_timer(now=160.0) == {SVC: None}
     assert fib.entries() == {VIP: (B,)}
@@ -92,7 +93,7 @@ def test_one_session_down_of_two_does_not_persist() -> None:
     fib.update(VIP, (A,))
     fib.sessions_changed(1, now=1.0)
     assert fib.state is PersistState.LIVE
-    assert fib.update(VIP, (B,)) == {VIP: FibEntry(VIP, (B,))}
+    assert fib.update(VIP, (B,)) == {VIP: (B,)}
     assert fib.update(VIP, ()) == {VIP: None}
 
 
@@ -150,7 +151,7 @@ def test_readvertised_within_the_grace_the_live_path_wins_and_stays() -> None:
     fib = graced_fib()
     fib.sessions_changed(1, now=10.0)
     fib.update(VIP, (), session_down_at=10.0)
-    assert fib.update(VIP, (C,)) == {VIP: FibEntry(VIP, (C,))}  # another appliance takes it over
+    assert fib.update(VIP, (C,)) == {VIP: (C,)}  # another appliance takes it over
     assert fib.handle_timer(now=12.0) == {}
     assert fib.entries() == {VIP: (C,), SVC: (B,)}
 
@@ -177,7 +178,7 @@ def test_withdrawal_by_update_is_immediate_with_persist() -> None:
 def test_a_prefix_with_another_path_moves_at_once_when_a_session_goes_down() -> None:
     fib = graced_fib()
     fib.sessions_changed(1, now=10.0)
-    assert fib.update(VIP, (B,), session_down_at=10.0) == {VIP: FibEntry(VIP, (B,))}
+    assert fib.update(VIP, (B,), session_down_at=10.0) == {VIP: (B,)}
     assert fib.next_deadline() is None
 
 

@@ -8,7 +8,6 @@ from ipaddress import ip_address
 
 import pytest
 
-from controller.prefixes import HashedIPv4Network
 from controller.runtime import GC_YOUNG_THRESHOLD
 from tests.controller.builders import association, desired, peer, server
 from tests.controller.test_runtime import ALLOW, SVC, VIP, A, Harness
@@ -39,12 +38,26 @@ async def test_in_sync_compares_next_hops_not_only_counts(harness: Harness) -> N
     await harness.settle()
     writer = harness.table()
     assert writer.routes == {VIP: (A,)}
-    assert all(type(p) is HashedIPv4Network for p in writer.routes)
     assert harness.runtime.status().route_servers[0].tables[0].in_sync
     writer.routes[VIP] = (B,)  # changed behind our back: same count, other next hop
     view = harness.runtime.status(max_routes=0).route_servers[0].tables[0]
     assert (view.routes_desired, view.routes_installed) == (1, 1)
     assert not view.in_sync and view.installed == ()
+
+
+async def test_routes_are_keyed_by_ints_and_share_one_next_hop_tuple(harness: Harness) -> None:
+    peers = [peer("a", "10.0.0.2", liveness="BGPKeepalive")]
+    await harness.runtime.apply(desired([server(**ALLOW)], peers, [association("t")]))
+    harness.speaker.establish("a")
+    harness.speaker.announce("a", "203.0.113.10/32")
+    harness.speaker.announce("a", "203.0.113.20/32")
+    await harness.settle()
+    writer = harness.table()
+    assert writer.routes == {VIP: (A,), SVC: (A,)}
+    assert all(type(key) is int for key in writer.routes)  # the Loc-RIB's keys, no ipaddress objects
+    # One tuple per next-hop set: the FIB and the table hold a pointer per route, not a tuple each.
+    fib = harness.runtime.route_servers["vip"].fib_entries()
+    assert writer.routes[VIP] is writer.routes[SVC] is fib[VIP] is fib[SVC]
 
 
 async def test_in_sync_with_a_prefix_filter_counts_only_what_passes(harness: Harness) -> None:

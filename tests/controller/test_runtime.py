@@ -18,8 +18,8 @@ from bfd.session import TransitionReason as BfdReason
 from bgp.api import ConnectionRefused, EndOfRib, PrefixLimit
 from bgp.fsm.events import DownReason, TransitionReason
 from bgp.rib.policy import MaxPrefixEvent
-from bgp.types import IPV4_UNICAST
-from controller.desired import DesiredState, FibEntry
+from bgp.types import IPV4_UNICAST, prefix_key
+from controller.desired import DesiredState
 from controller.fib import PersistConfig, PersistState
 from controller.runtime import RestartDeferral, Runtime
 from controller.runtime import retry as retry_module
@@ -28,8 +28,8 @@ from controller.status import render, to_json
 from tests.controller.builders import association, desired, peer, server
 from tests.controller.fakes import FakeBfd, FakeSpeaker, FakeWriter, SpeakerFactory, WriterFactory
 
-VIP = ip_network("203.0.113.10/32")
-SVC = ip_network("203.0.113.20/32")
+VIP = prefix_key(ip_network("203.0.113.10/32"))
+SVC = prefix_key(ip_network("203.0.113.20/32"))
 A, B, C = ip_address("10.0.0.2"), ip_address("10.0.0.3"), ip_address("10.0.0.4")
 ALLOW: dict[str, Any] = {"importPolicy": {"allowedPrefixes": [{"prefix": "203.0.113.0/24", "le": 32}]}}
 
@@ -118,7 +118,7 @@ async def test_best_path_goes_to_the_table_and_fails_over_on_withdraw(harness: H
     speaker.withdraw("fw-a", "203.0.113.10/32")
     await harness.settle()
     assert writer.routes == {VIP: (B,), SVC: (A,)}
-    assert writer.applies == [{VIP: FibEntry(VIP, (B,))}]  # only the prefix that changed
+    assert writer.applies == [{VIP: (B,)}]  # only the prefix that changed
     assert harness.runtime.metrics.failovers.labels("vip")._value.get() == 1
 
 
@@ -169,7 +169,7 @@ async def test_bfd_down_tears_bgp_down_and_moves_the_fib_in_the_same_step(harnes
     )
     assert ("peer_down", "fw-a", DownReason.BFD_DOWN) in speaker.calls
     assert rs.fib.entries()[VIP] == (B,)
-    assert rs.tables["t"]._pending == {VIP: FibEntry(VIP, (B,))}
+    assert rs.tables["t"]._pending == {VIP: (B,)}
     await harness.settle()
     assert harness.table().routes[VIP] == (B,)
     metrics = harness.runtime.metrics
@@ -498,8 +498,10 @@ async def test_periodic_resync_rewrites_the_table() -> None:
     await h.runtime.apply(desired([server(**ALLOW)], [peer("a", "10.0.0.2")], [association("t")]))
     await h.settle()
     await until(lambda: len(h.table().resyncs) >= 3)
-    h.table().routes[ip_network("203.0.113.99/32")] = (A,)  # drift: a route we own but do not want
-    await until(lambda: ip_network("203.0.113.99/32") not in h.table().routes)
+    h.table().routes[prefix_key(ip_network("203.0.113.99/32"))] = (
+        A,
+    )  # drift: a route we own but do not want
+    await until(lambda: prefix_key(ip_network("203.0.113.99/32")) not in h.table().routes)
     await h.runtime.stop()
 
 
@@ -716,7 +718,7 @@ async def test_restart_defers_adopted_prefixes_until_every_peer_sent_end_of_rib(
     await harness.settle()
     assert writer.routes == {VIP: (A,), SVC: (B,)}
     vip_writes = [batch[VIP] for batch in writer.applies if VIP in batch]
-    assert vip_writes == [FibEntry(VIP, (A,))]  # one write, of the converged FIB: never via B
+    assert vip_writes == [(A,)]  # one write, of the converged FIB: never via B
 
 
 async def test_a_session_going_down_during_the_deferral_ends_it_at_once(harness: Harness) -> None:
@@ -758,7 +760,7 @@ async def test_the_deferral_timer_bounds_a_peer_that_never_sends_end_of_rib(harn
     await until(lambda: not rs.deferring)
     await harness.settle()
     assert writer.routes == {VIP: (A,)}
-    assert [batch[VIP] for batch in writer.applies if VIP in batch] == [FibEntry(VIP, (A,))]
+    assert [batch[VIP] for batch in writer.applies if VIP in batch] == [(A,)]
 
 
 async def test_no_deferral_without_adopted_routes(harness: Harness) -> None:
@@ -806,7 +808,7 @@ async def test_a_resync_during_the_deferral_keeps_adopted_routes_as_installed(
     assert not rs.deferring
     await harness.settle()
     assert writer.routes == {VIP: (A,), SVC: (B,)}
-    assert [batch[VIP] for batch in writer.applies if VIP in batch] == [FibEntry(VIP, (A,))]
+    assert [batch[VIP] for batch in writer.applies if VIP in batch] == [(A,)]
 
 
 # -- a restart without persistRoutes (a SIGTERM that kept the routes, or a crash) -------------------
@@ -834,4 +836,4 @@ async def test_without_persist_adopted_routes_are_held_through_the_deferral_then
     # Converged: the VIP stays via A (never via B); SVC, which nobody announces now, is removed.
     await until(lambda: writer.routes == {VIP: (A,)})
     written = [b[VIP] for b in writer.applies if VIP in b] + [r[VIP] for r in writer.resyncs if VIP in r]
-    assert written and set(written) == {FibEntry(VIP, (A,))}
+    assert written and set(written) == {(A,)}

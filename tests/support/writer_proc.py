@@ -39,7 +39,8 @@ from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
-from controller.desired import FibEntry, Prefix
+from bgp.types import key_str, prefix_key
+from controller.desired import Hops, RouteKey
 from controller.writers.base import WriteReport
 from controller.writers.netlink import DEFAULT_PROTOCOL, RT_TABLES_PATHS, NodeTableWriter
 
@@ -51,16 +52,17 @@ def report_json(report: WriteReport, seconds: float | None = None) -> dict[str, 
         "netlink_messages": report.netlink_messages,
         "seconds": seconds,
         "rejected": [
-            {"prefix": str(r.prefix), "reason": r.reason.value, "message": r.message} for r in report.rejected
+            {"prefix": key_str(r.prefix), "reason": r.reason.value, "message": r.message}
+            for r in report.rejected
         ],
     }
 
 
-def _entries(raw: Mapping[str, list[str] | None]) -> dict[Prefix, FibEntry | None]:
-    out: dict[Prefix, FibEntry | None] = {}
+def _entries(raw: Mapping[str, list[str] | None]) -> dict[RouteKey, Hops | None]:
+    out: dict[RouteKey, Hops | None] = {}
     for text, gateways in raw.items():
-        prefix = ip_network(text)
-        out[prefix] = None if gateways is None else FibEntry(prefix, tuple(ip_address(g) for g in gateways))
+        prefix = prefix_key(ip_network(text))
+        out[prefix] = None if gateways is None else tuple(ip_address(g) for g in gateways)
     return out
 
 
@@ -104,8 +106,8 @@ class Server:
         elif cmd == "withdraw_all":
             report = await writer.withdraw_all()
         elif cmd == "installed":
-            routes = {str(p): [str(g) for g in gws] for p, gws in writer.installed().items()}
-            return {"ok": True, "routes": routes, "foreign": sorted(str(p) for p in writer.foreign())}
+            routes = {key_str(p): [str(g) for g in gws] for p, gws in writer.installed().items()}
+            return {"ok": True, "routes": routes, "foreign": sorted(key_str(p) for p in writer.foreign())}
         elif cmd == "background":
             return {"ok": True, "reports": list(self.background[name])}
         elif cmd == "close":

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address, ip_network
 
-from controller.desired import Prefix
+from bgp.types import prefix_key
+from controller.desired import RouteKey
 from controller.writers import rtnl
 from controller.writers.rtnl import (
     Batch,
@@ -37,11 +38,11 @@ class FakeKernel:
     """Route tables and nexthop objects of one namespace, and what was sent to them."""
 
     reachable: dict[Address, int]  # on-link gateway -> ifindex
-    fib: dict[tuple[int, Prefix, int], KernelRoute] = field(default_factory=dict)
+    fib: dict[tuple[int, RouteKey, int], KernelRoute] = field(default_factory=dict)
     objects: dict[int, KernelNexthop] = field(default_factory=dict)
     tables: set[tuple[int, int]] = field(default_factory=set)  # (family, table) that exist
     refuse_hops: set[Address] = field(default_factory=set)  # nexthop objects the kernel refuses
-    refuse_routes: set[Prefix] = field(default_factory=set)
+    refuse_routes: set[RouteKey] = field(default_factory=set)
     refuse_groups: set[int] = field(default_factory=set)  # group ids whose create/replace fails
     lose_errors: bool = False
     messages: list[int] = field(default_factory=list)  # message types, in order
@@ -96,7 +97,7 @@ class FakeKernel:
         if destination not in self.reachable:
             return None
         family = socket.AF_INET if destination.version == 4 else socket.AF_INET6
-        prefix = ip_network(destination)
+        prefix = prefix_key(ip_network(destination))
         return KernelRoute(
             family, prefix, 254, 2, rtnl.RTN_UNICAST, None, None, (), self.reachable[destination]
         )
@@ -104,17 +105,17 @@ class FakeKernel:
     # -- helpers for tests ----------------------------------------------------------------------
 
     def add_foreign(
-        self, table: int, prefix: Prefix, metric: int, gateway: Address, protocol: int = 3
+        self, table: int, prefix: RouteKey, metric: int, gateway: Address, protocol: int = 3
     ) -> None:
         """What `ip route add ... table T metric M` does (protocol boot)."""
-        family = socket.AF_INET if prefix.version == 4 else socket.AF_INET6
+        family = socket.AF_INET if prefix < rtnl.V6_FLAG else socket.AF_INET6
         hop = NextHop(gateway, self.reachable[gateway])
         self.fib[(table, prefix, metric)] = KernelRoute(
             family, prefix, table, 3, rtnl.RTN_UNICAST, metric, None, (hop,), hop.ifindex
         )
         self.tables.add((family, table))
 
-    def gateways(self, table: int, prefix: Prefix, metric: int) -> list[str]:
+    def gateways(self, table: int, prefix: RouteKey, metric: int) -> list[str]:
         route = self.fib[(table, prefix, metric)]
         return sorted(str(h.gateway) for h in self._hops_of(route))
 
@@ -145,15 +146,15 @@ class FakeKernel:
         return errno.EOPNOTSUPP, "unexpected message"
 
     @staticmethod
-    def _key(route: KernelRoute) -> tuple[int, Prefix, int]:
-        metric = route.metric or (0 if route.prefix.version == 4 else 1024)
-        return (route.table, route.prefix, metric)
+    def _key(route: KernelRoute) -> tuple[int, RouteKey, int]:
+        metric = route.metric or (0 if route.key < rtnl.V6_FLAG else 1024)
+        return (route.table, route.key, metric)
 
     def _new_route(self, flags: int, payload: memoryview) -> tuple[int, str]:
         route = rtnl.decode_route(payload)
         assert route is not None
         key = self._key(route)
-        if route.prefix in self.refuse_routes:
+        if route.key in self.refuse_routes:
             return errno.EINVAL, "refused by the test"
         if key in self.fib and flags & rtnl.NLM_F_EXCL:
             return errno.EEXIST, "File exists"

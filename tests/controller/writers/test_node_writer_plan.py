@@ -11,7 +11,8 @@ from ipaddress import IPv4Address, ip_address, ip_network
 
 import pytest
 
-from controller.desired import Address, FibEntry, Prefix
+from bgp.types import prefix_key
+from controller.desired import Address, Hops, RouteKey
 from controller.writers import rtnl
 from controller.writers.base import RejectReason
 from controller.writers.netlink import NodeTableWriter
@@ -41,13 +42,13 @@ async def started(
     return writer
 
 
-def vips(count: int, first: str = "10.64.0.0") -> list[Prefix]:
+def vips(count: int, first: str = "10.64.0.0") -> list[RouteKey]:
     base = int(IPv4Address(first))
-    return [ip_network((base + i, 32)) for i in range(count)]
+    return [prefix_key(ip_network((base + i, 32))) for i in range(count)]
 
 
-def via(prefixes: Iterable[Prefix], *gateways: Address) -> dict[Prefix, FibEntry]:
-    return {p: FibEntry(p, gateways) for p in prefixes}
+def via(prefixes: Iterable[RouteKey], *gateways: Address) -> dict[RouteKey, Hops]:
+    return dict.fromkeys(prefixes, gateways)
 
 
 @pytest.mark.parametrize("count", [1, 10, 5000])
@@ -267,11 +268,11 @@ async def test_missing_table_rejects_only_its_family(kernel: FakeKernel) -> None
         channel=kernel,
     )
     await writer.start()
-    v6 = ip_network("2001:db8:ff::1/128")
+    v6 = prefix_key(ip_network("2001:db8:ff::1/128"))
     gateway6 = ip_address("2001:db8:1::2")
     kernel.reachable[gateway6] = 2
 
-    report = await writer.apply(via(vips(2), A) | {v6: FibEntry(v6, (gateway6,))})
+    report = await writer.apply(via(vips(2), A) | {v6: (gateway6,)})
 
     assert report.installed == 2
     assert [(r.prefix, r.reason) for r in report.rejected] == [(v6, RejectReason.TABLE_MISSING)]

@@ -15,8 +15,14 @@ from ipaddress import ip_address, ip_network
 
 import pytest
 
+from bgp.types import PrefixKey, prefix_key
 from controller.writers import rtnl
 from controller.writers.rtnl import NextHop, RouteEncoder, RouteSpec
+
+
+def K(text: str) -> PrefixKey:
+    return prefix_key(ip_network(text))
+
 
 pytestmark = pytest.mark.skipif(sys.byteorder != "little", reason="golden vectors are little-endian")
 
@@ -106,16 +112,14 @@ def test_encode_ipv4_route_with_ipv6_gateway_uses_rta_via() -> None:
 
 def test_route_encoder_matches_encode_route() -> None:
     v4 = RouteEncoder(100, 245, 50)
-    assert v4.new(CREATE, 7, ip_network("203.0.113.10/32"), None, (HOP_A,)) == V4_ROUTE
-    assert v4.delete(11, ip_network("203.0.113.10/32"), 50) == V4_DELETE
-    assert RouteEncoder(100, 245, None).new(REPLACE, 10, ip_network("198.51.100.0/24"), 0x80640002) == (
-        V4_VIA_GROUP
-    )
+    assert v4.new(CREATE, 7, K("203.0.113.10/32"), None, (HOP_A,)) == V4_ROUTE
+    assert v4.delete(11, K("203.0.113.10/32"), 50) == V4_DELETE
+    assert RouteEncoder(100, 245, None).new(REPLACE, 10, K("198.51.100.0/24"), 0x80640002) == (V4_VIA_GROUP)
     hops = (NextHop(ip_address("2001:db8:1::2"), 2), NextHop(ip_address("2001:db8:2::2"), 3))
     v6 = RouteEncoder(1000, 245, None)
-    assert v6.new(REPLACE, 9, ip_network("2001:db8:ee::/64"), None, hops) == V6_MULTIPATH
+    assert v6.new(REPLACE, 9, K("2001:db8:ee::/64"), None, hops) == V6_MULTIPATH
     # A stale route at another metric is deleted with that metric.
-    assert v4.delete(11, ip_network("203.0.113.10/32"), None) == rtnl.encode_route(
+    assert v4.delete(11, K("203.0.113.10/32"), None) == rtnl.encode_route(
         rtnl.RTM_DELROUTE, rtnl.NLM_F_REQUEST, 11, RouteSpec(ip_network("203.0.113.10/32"), 100, 245, None)
     )
 
@@ -198,7 +202,7 @@ def test_decode_route_via_nexthop_object_in_compat_mode() -> None:
     route = rtnl.decode_route(memoryview(KERNEL_V4_VIA_GROUP))
     assert route == rtnl.KernelRoute(
         family=socket.AF_INET,
-        prefix=ip_network("10.64.0.0/32"),
+        key=K("10.64.0.0/32"),
         table=100,
         protocol=245,
         rtype=rtnl.RTN_UNICAST,
@@ -209,19 +213,28 @@ def test_decode_route_via_nexthop_object_in_compat_mode() -> None:
     )
 
 
+def test_decode_route_clears_host_bits_into_the_key() -> None:
+    # A dump reports the destination in full; the key keeps only the prefix's bits, like the codec.
+    raw = bytearray(KERNEL_V4_ROUTE)
+    route = rtnl.decode_route(memoryview(raw))
+    assert route is not None and rtnl.key_destination(route.key) == bytes([203, 0, 113, 10])
+    assert rtnl.key_destination(K("2001:db8:ee::/64")) == bytes.fromhex("20010db800ee" + "00" * 10)
+    assert rtnl.key_family(K("2001:db8:ee::/64")) == socket.AF_INET6
+
+
 def test_decode_route_with_gateway_and_metric() -> None:
     route = rtnl.decode_route(memoryview(KERNEL_V4_ROUTE))
     assert route is not None
-    assert (route.prefix, route.metric, route.nh_id) == (ip_network("203.0.113.10/32"), 50, None)
+    assert (route.key, route.metric, route.nh_id) == (K("203.0.113.10/32"), 50, None)
     assert route.nexthops == (NextHop(ip_address("10.0.1.2"), 2),)
 
 
 def test_decode_ipv6_multipath_route() -> None:
     route = rtnl.decode_route(memoryview(KERNEL_V6_MULTIPATH))
     assert route is not None
-    assert (route.family, route.prefix, route.table, route.metric) == (
+    assert (route.family, route.key, route.table, route.metric) == (
         socket.AF_INET6,
-        ip_network("2001:db8:ee::/64"),
+        K("2001:db8:ee::/64"),
         100,
         50,
     )
