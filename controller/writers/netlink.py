@@ -72,6 +72,7 @@ BUILTIN_TABLES = {"default": 253, "main": 254, "local": 255}
 _FAMILY_NAME: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 _ID_SLOTS = 0xFFFF  # nexthop ids per table block
 _BULK = 10_000  # passes at least this large run with the cyclic garbage collector paused
+_FLUSH_MIN = 64  # removals from one group that delete the group instead of each route (_plan_flushes)
 _T = TypeVar("_T")
 
 
@@ -182,6 +183,9 @@ class _Plan:
     new_hops: dict[int, NextHop] = field(default_factory=dict)
     new_groups: set[int] = field(default_factory=set)
     removals: list[tuple[RouteKey, _Route]] = field(default_factory=list)
+    # Groups deleted whole: every route on them is removed by that one message (the kernel flushes
+    # the routes that use a deleted nexthop object), instead of one delete per route.
+    flushed: set[int] = field(default_factory=set)
     stale: list[tuple[RouteKey, int]] = field(default_factory=list)
 
 
@@ -631,10 +635,18 @@ class NodeTableWriter:
                 for hops, members in targets.items():
                     self._plan_routes(plan, members, hops, None)
         batch = plan.batch
-        for prefix, _current in plan.removals:
+        if self._nexthop_objects and len(plan.removals) >= _FLUSH_MIN:
+            self._plan_flushes(plan)
+        flushed = plan.flushed
+        delete = self._encoder.delete
+        for prefix, current in plan.removals:
+            if flushed and current.gid in flushed:
+                continue
             seq = self._channel.next_seq()
-            batch.messages.append(self._encoder.delete(seq, prefix, self.metric))
+            batch.messages.append(delete(seq, prefix, self.metric))
             batch.subjects[seq] = (Op.ROUTE_DELETE, prefix)
+        for gid in flushed:
+            self._channel.add(batch, Op.NEXTHOP_DELETE, ("flush", gid), _builder_del_nexthop(gid))
         for prefix, metric in plan.stale:
             seq = self._channel.next_seq()
             batch.messages.append(self._encoder.delete(seq, prefix, metric))
@@ -687,6 +699,26 @@ class NodeTableWriter:
         self._reindex_groups()
         for hops, members in deferred:
             self._plan_routes(plan, members, hops, self._ensure_group(plan, hops))
+
+    def _plan_flushes(self, plan: _Plan) -> None:
+        """Groups whose every user leaves in this batch, by removal only: delete the group instead.
+
+        The kernel removes every route that points at a deleted nexthop object, in one request and
+        without a notification per route, so withdrawing a million routes behind one appliance is
+        one message. Only groups nobody else uses qualify: no route of ours stays on it, no stale
+        route at another metric, and nothing in this batch moves onto it or rewrites it.
+        """
+        leaving: Counter[int] = Counter()
+        for _prefix, removed in plan.removals:
+            if removed.gid is not None:
+                leaving[removed.gid] += 1
+        targeted = {target for _p, _c, _h, target in plan.routes}
+        targeted.update(plan.rewrites)
+        targeted.update(plan.new_groups)
+        for gid, count in leaving.items():
+            group = self._groups.get(gid)
+            if group is not None and count >= _FLUSH_MIN and count == group.users and gid not in targeted:
+                plan.flushed.add(gid)
 
     def _plan_rewrite(
         self, plan: _Plan, gid: int, hops: tuple[NextHop, ...], moved: list[tuple[RouteKey, _Route]]
@@ -779,10 +811,14 @@ class NodeTableWriter:
         group_fail: dict[int, rtnl.Failure] = {}
         route_fail: dict[object, rtnl.Failure] = {}
         delete_fail: dict[object, rtnl.Failure] = {}
+        flush_fail: dict[int, rtnl.Failure] = {}
         for failure in result.failures:
             subject = failure.subject
             if failure.op in (Op.NEXTHOP_CREATE, Op.NEXTHOP_REPLACE) and isinstance(subject, tuple):
                 (hop_fail if subject[0] == "hop" else group_fail)[subject[1]] = failure
+            elif failure.op is Op.NEXTHOP_DELETE and isinstance(subject, tuple) and subject[0] == "flush":
+                if failure.errno != errno.ENOENT:  # ENOENT: gone already, and its routes with it
+                    flush_fail[subject[1]] = failure
             elif failure.op in (Op.ROUTE_CREATE, Op.ROUTE_REPLACE):
                 route_fail[subject] = failure
             elif failure.op is Op.ROUTE_DELETE:
@@ -848,14 +884,25 @@ class NodeTableWriter:
             assert why is not None
             report.rejected.append(Rejection(prefix, _reason(why), why.reason))
 
+        flushed = plan.flushed
         for prefix, current in plan.removals:
-            refused = delete_fail.get(prefix) if delete_fail else None
+            if flushed and current.gid in flushed:
+                refused = flush_fail.get(current.gid)
+            else:
+                refused = delete_fail.get(prefix) if delete_fail else None
             if refused is None or refused.errno == errno.ESRCH:  # ESRCH: already gone
                 self._forget(prefix, current)
                 report.removed += 1
             else:
                 text = "delete: " + refused.reason
                 report.rejected.append(Rejection(prefix, RejectReason.KERNEL_REFUSED, text))
+        for gid in flushed:
+            emptied = self._groups.get(gid)
+            if gid not in flush_fail and emptied is not None and emptied.users <= 0:
+                del self._groups[gid]
+                self._taken.discard(gid)
+        if flushed:
+            self._reindex_groups()
         for prefix, metric in plan.stale:
             refused = delete_fail.get(("stale", prefix, metric))
             if refused is None or refused.errno == errno.ESRCH:

@@ -44,6 +44,7 @@ class FakeKernel:
     refuse_hops: set[Address] = field(default_factory=set)  # nexthop objects the kernel refuses
     refuse_routes: set[RouteKey] = field(default_factory=set)
     refuse_groups: set[int] = field(default_factory=set)  # group ids whose create/replace fails
+    refuse_nexthop_deletes: bool = False  # every RTM_DELNEXTHOP fails (EBUSY)
     lose_errors: bool = False
     messages: list[int] = field(default_factory=list)  # message types, in order
     portid: int = 4242
@@ -196,6 +197,8 @@ class FakeKernel:
         assert obj is not None
         if obj.nh_id not in self.objects:
             return errno.ENOENT, "Nexthop id does not exist"
+        if self.refuse_nexthop_deletes:
+            return errno.EBUSY, "refused by the test"
         del self.objects[obj.nh_id]
         for group in list(self.objects.values()):
             if obj.nh_id in group.members:

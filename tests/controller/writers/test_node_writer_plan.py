@@ -315,3 +315,50 @@ async def test_watcher_events_restore_ours_and_yield_to_theirs(kernel: FakeKerne
     assert report is not None
     assert report.installed == 1
     assert kernel.gateways(TABLE, prefixes[1], METRIC) == [str(A)]
+
+
+@pytest.mark.parametrize("count", [64, 5000])
+async def test_withdrawing_every_route_of_a_group_deletes_the_group_in_one_message(
+    kernel: FakeKernel, count: int
+) -> None:
+    writer = await started(kernel)
+    leaving, staying = vips(count), vips(70, "10.66.0.0")
+    await writer.apply(via(leaving, A) | via(staying, B))
+    kernel.messages.clear()
+
+    report = await writer.apply(dict.fromkeys(leaving))
+
+    # One RTM_DELNEXTHOP for the group (the kernel drops its routes), then the unused hop object.
+    assert report.removed == count and not report.rejected
+    assert kernel.messages == [rtnl.RTM_DELNEXTHOP, rtnl.RTM_DELNEXTHOP]
+    assert {p for (_table, p, _metric) in kernel.fib} == set(staying)
+    assert set(writer.installed()) == set(staying)
+    # The writer's picture matches the kernel's: a later route via A gets a fresh group.
+    again = await writer.apply(via(leaving[:1], A))
+    assert again.installed == 1 and kernel.gateways(TABLE, leaving[0], METRIC) == [str(A)]
+
+
+async def test_a_group_that_keeps_a_route_is_not_deleted(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    prefixes = vips(100)
+    await writer.apply(via(prefixes, A))
+    kernel.messages.clear()
+
+    report = await writer.apply(dict.fromkeys(prefixes[1:]))
+
+    assert report.removed == 99
+    assert kernel.messages == [rtnl.RTM_DELROUTE] * 99
+    assert list(writer.installed()) == [prefixes[0]]
+
+
+async def test_a_refused_group_delete_keeps_its_routes_and_reports_them(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    prefixes = vips(100)
+    await writer.apply(via(prefixes, A))
+    kernel.refuse_nexthop_deletes = True
+
+    report = await writer.apply(dict.fromkeys(prefixes))
+
+    assert report.removed == 0 and len(report.rejected) == 100
+    assert {r.reason for r in report.rejected} == {RejectReason.KERNEL_REFUSED}
+    assert set(writer.installed()) == set(prefixes) == {p for (_t, p, _m) in kernel.fib}
