@@ -58,6 +58,7 @@ if __package__ in (None, ""):  # run as a script: make `bench`, `controller` and
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO_ROOT, machine, markdown_table, median, write_results
+from bgp.types import prefix_key
 from controller.writers import rtnl
 from tests.support.daemons.base import BfdTimers, Neighbor, Route
 from tests.support.daemons.bird import BirdDaemon
@@ -90,16 +91,17 @@ class Tracker:
     """What each VIP's route in one table resolves to, from a dump and then from notifications."""
 
     def __init__(self, prefixes: Iterable[IPv4Network], table: int) -> None:
-        self.wanted = set(prefixes)
+        self.wanted = {prefix_key(p): p for p in prefixes}  # kernel routes are read back as keys
         self.table = table
         self.routes: dict[IPv4Network, rtnl.KernelRoute] = {}
         self.nexthops: dict[int, rtnl.KernelNexthop] = {}
 
     def route(self, kernel: rtnl.KernelRoute | None, new: bool) -> IPv4Network | None:
-        if kernel is None or kernel.table != self.table or kernel.prefix not in self.wanted:
+        if kernel is None or kernel.table != self.table:
             return None
-        prefix = kernel.prefix
-        assert isinstance(prefix, IPv4Network)
+        prefix = self.wanted.get(kernel.key)
+        if prefix is None:
+            return None
         if new:
             self.routes[prefix] = kernel
         else:
@@ -137,7 +139,7 @@ class Tracker:
 
     def count_via(self, gateway: str) -> int:
         target = frozenset({gateway})
-        return sum(1 for p in self.wanted if self.gateways(p) == target)
+        return sum(1 for p in self.wanted.values() if self.gateways(p) == target)
 
     def load(self, channel: rtnl.NetlinkChannel) -> None:
         """A full dump (nexthop objects first: routes refer to them)."""

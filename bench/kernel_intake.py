@@ -381,11 +381,12 @@ def _prefixes(count: int) -> list[IPv4Network]:
 
 
 async def _floor(count: int) -> dict[str, Any]:
-    from controller.desired import FibEntry, Prefix
+    from bgp.types import prefix_key
+    from controller.desired import Hops, RouteKey
     from controller.writers.netlink import NodeTableWriter
 
     gateway = IPv4Address(FEEDER_ADDRESS)
-    changes: dict[Prefix, FibEntry | None] = {p: FibEntry(p, (gateway,)) for p in _prefixes(count)}
+    changes: dict[RouteKey, Hops | None] = {prefix_key(p): (gateway,) for p in _prefixes(count)}
     writer = NodeTableWriter(FLOOR_TABLE, watch=False)
     await writer.start()
     gc.collect()

@@ -4,8 +4,8 @@ Lab (tests/support/netns.py): `node` with two veth links to `peer`; next hop A =
 B = 10.0.2.2 (eth1). The benchmark re-runs itself inside `node` (`ip netns exec`, `--inside`), so
 every socket it opens, the writer's and the monitor's, belongs to that namespace only.
 
-Measured (prefixes are IPv4 /32s from 10.64.0.0 upwards, table 100, FibEntry objects built before
-the clock starts):
+Measured (prefixes are IPv4 /32s from 10.64.0.0 upwards, table 100, route keys and next-hop
+tuples built before the clock starts):
 
 - install: `NodeTableWriter.apply()` of N new routes via A, with nexthop groups (every route points
   at one group) and with explicit gateways; routes/s = N / wall time of apply(). The kernel's route
@@ -50,7 +50,8 @@ if __package__ in (None, ""):  # run as a script: make `bench`, `controller` and
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import REPO_ROOT, machine, markdown_table, median, write_results
-from controller.desired import FibEntry, Prefix
+from bgp.types import key_str, prefix_key
+from controller.desired import Hops, RouteKey
 from controller.writers import rtnl
 from controller.writers.base import WriteReport
 from controller.writers.netlink import DEFAULT_PROTOCOL, NodeTableWriter
@@ -68,8 +69,8 @@ KIND = {
 }
 
 
-def prefixes(count: int) -> list[Prefix]:
-    return [IPv4Network((FIRST + i, 32)) for i in range(count)]
+def prefixes(count: int) -> list[RouteKey]:
+    return [prefix_key(IPv4Network((FIRST + i, 32))) for i in range(count)]
 
 
 def kernel_count(table: int) -> int:
@@ -121,7 +122,7 @@ async def bench_install(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
         nets = prefixes(size)
         for objects in (True, False):
             for rep in range(repeats if size < 1_000_000 else 1):
-                changes: dict[Prefix, FibEntry | None] = {p: FibEntry(p, (A,)) for p in nets}
+                changes: dict[RouteKey, Hops | None] = dict.fromkeys(nets, (A,))
                 writer = NodeTableWriter(TABLE, use_nexthop_objects=objects, watch=False)
                 await writer.start()
                 gc.collect()
@@ -154,7 +155,7 @@ async def bench_install(sizes: list[int], repeats: int) -> list[dict[str, Any]]:
 def bench_naive(count: int) -> dict[str, Any]:
     from pyroute2 import IPRoute
 
-    nets = [str(p) for p in prefixes(count)]
+    nets = [key_str(p) for p in prefixes(count)]
     with IPRoute() as ipr:
         started = time.perf_counter()
         for net in nets:
@@ -173,7 +174,7 @@ async def bench_watcher(size: int) -> dict[str, Any]:
     )
     await writer.start()
     nets = prefixes(size)
-    changes: dict[Prefix, FibEntry | None] = {p: FibEntry(p, (A,)) for p in nets}
+    changes: dict[RouteKey, Hops | None] = dict.fromkeys(nets, (A,))
     started = time.perf_counter()
     await writer.apply(changes)
     install_s = time.perf_counter() - started
@@ -196,10 +197,10 @@ async def bench_failover(counts: list[int], repeats: int) -> list[dict[str, Any]
         for objects in (True, False):
             writer = NodeTableWriter(TABLE, use_nexthop_objects=objects, watch=False)
             await writer.start()
-            await writer.apply({p: FibEntry(p, (A,)) for p in nets})
+            await writer.apply(dict.fromkeys(nets, (A,)))
             for rep in range(repeats):
                 target = B if rep % 2 == 0 else A
-                changes: dict[Prefix, FibEntry | None] = {p: FibEntry(p, (target,)) for p in nets}
+                changes: dict[RouteKey, Hops | None] = dict.fromkeys(nets, (target,))
                 monitor = Monitor()
                 await asyncio.sleep(0.05)
                 started = time.perf_counter_ns()

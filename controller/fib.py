@@ -184,21 +184,33 @@ class Fib:
         self.version += 1
         changes: dict[RouteKey, Hops | None] = {}
         graced: list[RouteKey] = []
+        live, persisted = self._live, self._persisted
+        holding = self._state is PersistState.HOLDING
+        grace = session_down_at is not None and self.persist.enabled
+        # One pass, inlined: this runs once per prefix of every UPDATE and of every peer that goes
+        # down. Interned next hops (HopsInterner) make "unchanged" an identity check.
         for prefix, hops in items:
-            previous = self._effective(prefix)
+            current = live.get(prefix)
             if hops:
-                self._live[prefix] = hops
-                self._persisted.pop(prefix, None)  # re-advertised: the live path wins from now on
+                if current is hops:
+                    continue
+                previous = current or (persisted.get(prefix) if persisted else None) or ()
+                live[prefix] = hops
+                if persisted:
+                    persisted.pop(prefix, None)  # re-advertised: the live path wins from now on
+                after = hops
             else:
-                lost = self._live.pop(prefix, None)
-                if self._state is PersistState.HOLDING and previous:
+                previous = current or (persisted.get(prefix) if persisted else None) or ()
+                if current is not None:
+                    del live[prefix]
+                if holding and previous:
                     # The path went away because its session went down: hold it.
-                    self._persisted[prefix] = previous
-                elif lost and session_down_at is not None and self.persist.enabled:
+                    persisted[prefix] = previous
+                elif current and grace:
                     # Persist grace hook: its session went down; hold it (see _hold_for_grace).
-                    self._persisted[prefix] = lost
+                    persisted[prefix] = current
                     graced.append(prefix)
-            after = self._effective(prefix)
+                after = (persisted.get(prefix) if persisted else None) or ()
             if after != previous:
                 changes[prefix] = after or None
                 if before is not None and previous:
@@ -274,9 +286,6 @@ class Fib:
         still_down = self._sessions_up == 0 and self.persist.enabled
         self._state = PersistState.HOLDING if still_down else PersistState.LIVE
         return changes
-
-    def _effective(self, prefix: RouteKey) -> Hops:
-        return self._live.get(prefix) or self._persisted.get(prefix) or ()
 
 
 __all__ = [

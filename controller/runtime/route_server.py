@@ -131,6 +131,9 @@ def persist_config(desired: RouteServerDesired) -> PersistConfig:
     return persist if grace == persist.grace_seconds else replace(persist, grace_seconds=grace)
 
 
+MEMO_LIMIT = 65_536  # distinct best paths whose next hops are remembered (hops_function)
+
+
 def hops_function(
     selection: SelectionSettings,
 ) -> Callable[[Path | None, Sequence[Path]], Hops]:
@@ -142,10 +145,23 @@ def hops_function(
     intern = HopsInterner()
     if selection.mode is SelectionMode.ACTIVE_PASSIVE:
         one = intern.one
+        # Paths are interned by the Adj-RIB-In, so a feed's prefixes share a few Path objects: their
+        # hops are looked up by identity (hashing a Path or an address is Python code). The Path is
+        # kept in the entry, so its id is not reused while the entry exists.
+        memo: dict[int, tuple[Path, Hops]] = {}
 
         def active_passive(best: Path | None, ecmp: Sequence[Path]) -> Hops:
-            hop = best.next_hop if best is not None else None
-            return one(hop) if hop is not None else ()  # bulk intake: no ECMP list built
+            if best is None:
+                return ()
+            known = memo.get(id(best))
+            if known is not None and known[0] is best:
+                return known[1]
+            hop = best.next_hop
+            hops = one(hop) if hop is not None else ()  # bulk intake: no ECMP list built
+            if len(memo) >= MEMO_LIMIT:
+                memo.clear()
+            memo[id(best)] = (best, hops)
+            return hops
 
         return active_passive
     mode, max_paths = selection.mode, selection.max_paths
