@@ -71,9 +71,11 @@ from controller.writers import rtnl
 from tests.support.netns import Host, Lab, LabError
 from tests.support.route_server import Allow, NetnsThread, PeerSpec, RouteServerProcess, ServerSpec
 
-RECEIVERS = ("krs", "bird", "frr")
+RECEIVERS = ("krs", "krs-before", "bird", "frr")
 REFERENCES = ("floor", "naive")
 KRS_TABLE = 100
+KRS_LOG_LEVEL = "WARNING"  # --krs-log-level
+BEFORE: Path | None = None  # --before: the checkout krs-before runs
 FLOOR_TABLE = 101
 NAIVE_TABLE = 102
 NAIVE_SIZE = 10_000
@@ -108,7 +110,12 @@ class KrsReceiver(Receiver):
     kernel = True
 
     def __init__(
-        self, host: Host, count: int, profile_to: Path | None = None, traced_to: Path | None = None
+        self,
+        host: Host,
+        count: int,
+        profile_to: Path | None = None,
+        traced_to: Path | None = None,
+        checkout: Path | None = None,
     ) -> None:
         super().__init__(host)
         peer = PeerSpec(
@@ -130,9 +137,15 @@ class KrsReceiver(Receiver):
             router_id=RECEIVER_ADDRESS,
         )
         extra: list[str] = []
+        self.warnings: list[str] = []
         self.profile_to = profile_to
         self.process = RouteServerProcess(
-            host, spec, log_level="WARNING", name="krs-intake", extra_args=extra
+            host,
+            spec,
+            log_level=KRS_LOG_LEVEL,
+            name="krs-intake",
+            extra_args=extra,
+            checkout=checkout or REPO_ROOT,
         )
         if profile_to is not None:
             argv = self.process.argv
@@ -175,6 +188,11 @@ class KrsReceiver(Receiver):
     def stop(self) -> None:
         if self.process.proc is not None and self.process.proc.alive():
             self.process.terminate(timeout=300)
+        if self.process.proc is not None:
+            # What the route server warned about (a resync, lost netlink errors): part of the result.
+            lines = self.process.log(tail=200_000).splitlines()
+            keep = ("WARNING", "ERROR", "resync", "repair")
+            self.warnings = [line for line in lines if any(k in line for k in keep)][-20:]
         self.process.close()
         self.host.run("ip", "route", "flush", "table", str(KRS_TABLE), check=False, timeout=120)
 
@@ -187,11 +205,13 @@ class Target:
 
 TARGETS = {
     "krs": Target(KRS_TABLE, PROTO_KRS),
+    "krs-before": Target(KRS_TABLE, PROTO_KRS),
     "bird": Target(rtnl.RT_TABLE_MAIN, PROTO_BIRD),
     "frr": Target(rtnl.RT_TABLE_MAIN, PROTO_BGP),
 }
 INSTALLS = {
     "krs": KrsReceiver.installs,
+    "krs-before": "the same, from the --before checkout",
     "bird": "main table (kernel protocol, a synchronous netlink request per route)",
     "frr": "main table (zebra dataplane, nexthop groups)",
     "floor": f"table {FLOOR_TABLE} (NodeTableWriter.apply, no BGP)",
@@ -204,6 +224,10 @@ def make_receiver(
 ) -> Receiver:
     if name == "krs":
         return KrsReceiver(host, count, profile_to, traced_to)
+    if name == "krs-before":
+        if BEFORE is None:
+            raise ValueError("krs-before needs --before DIR (a checkout of the commit to compare with)")
+        return KrsReceiver(host, count, checkout=BEFORE)
     if name == "bird":
         return BirdReceiver(host, kernel=True)
     if name == "frr":
@@ -311,6 +335,8 @@ def measure(
     finally:
         feeder.disable()
         receiver.stop()
+    if isinstance(receiver, KrsReceiver) and receiver.warnings:
+        run.check["warnings"] = receiver.warnings
     return run
 
 
@@ -556,7 +582,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="add 1,000,000 prefixes")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--receivers", default=",".join(ORDER), help=f"from {','.join(ORDER)} (naive runs at 10k only)"
+        "--receivers",
+        default="krs,bird,frr,floor,naive",
+        help=f"from {','.join(ORDER)} (naive runs at 10k only; krs-before needs --before)",
     )
     parser.add_argument("--poll", type=float, default=0.05, help="seconds between kernel counts")
     parser.add_argument("--timeout", type=float, default=0.0, help="per run; default 60 s + 100 us/prefix")
@@ -574,12 +602,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--tracemalloc", type=Path, help="run our route server under tracemalloc, reports into this directory"
     )
+    parser.add_argument("--krs-log-level", default="WARNING", help="our route server's log level")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout of this repository (git worktree add DIR COMMIT): receiver krs-before runs it",
+    )
     parser.add_argument("--inside", choices=REFERENCES, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.inside:
         return inside_main(args)
 
+    global KRS_LOG_LEVEL, BEFORE
+    KRS_LOG_LEVEL = args.krs_log_level
+    BEFORE = args.before.resolve() if args.before else None
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
     if args.full and 1_000_000 not in sizes:
         sizes.append(1_000_000)

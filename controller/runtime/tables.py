@@ -7,7 +7,8 @@ settings, whether the restart deferral is running, where events go, and a call w
 
 `push` only records changes (latest wins per prefix) and wakes the task, so the speaker's event
 callback never waits on the kernel; the task writes everything pending as one batch. Every table is
-fully resynchronised from the FIB every `resync_interval` seconds (the writer re-reads the target,
+fully resynchronised from the FIB every `resync_interval` seconds, or 20 times as long as the last
+resync took if that is longer (the writer re-reads the target,
 repairs drift, removes what we own but no longer want) and after any failed write, with backoff
 (controller/runtime/retry.py): the FIB is the source of truth, so a lost batch is never lost for good.
 
@@ -38,6 +39,7 @@ from controller.runtime.ports import RouteServerPart, TableWriter, WriterFactory
 from controller.writers.base import Rejection, WriteReport
 
 CLOSE_TIMEOUT = 10.0
+RESYNC_COST_FACTOR = 20.0  # a periodic full resync waits at least 20x its own duration
 
 
 class TableOwner(RouteServerPart, Protocol):
@@ -270,10 +272,17 @@ class TableRuntime:
             desired = dict(desired)
             desired.update({p: installed[p] for p in self._adopted if p in installed})
         # The writer copies what it needs before its first await: the FIB's own table can be passed.
+        started = time.monotonic()
         report = await self.writer.resync(desired)
+        took = time.monotonic() - started
         del desired
         self.rejected = {}
-        self._resync_at = asyncio.get_running_loop().time() + self._resync_interval
+        # A full pass re-reads the whole target (a million-route kernel table takes seconds of CPU):
+        # the next one waits at least RESYNC_COST_FACTOR times as long as this one took, so resyncs
+        # never cost more than 1/RESYNC_COST_FACTOR of a core. Between them the writer repairs what
+        # it is notified of, and a failed write still resyncs at once (with backoff).
+        interval = max(self._resync_interval, RESYNC_COST_FACTOR * took)
+        self._resync_at = asyncio.get_running_loop().time() + interval
         self.last_sync_at = time.time()
         self.synced = True
         self._record(report, "resync", since)

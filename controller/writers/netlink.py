@@ -72,6 +72,7 @@ BUILTIN_TABLES = {"default": 253, "main": 254, "local": 255}
 _FAMILY_NAME: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 _ID_SLOTS = 0xFFFF  # nexthop ids per table block
 _BULK = 10_000  # passes at least this large run with the cyclic garbage collector paused
+_CHUNK = 20_000  # new routes planned and sent per chunk of a bulk apply (_apply_locked)
 _FLUSH_MIN = 64  # removals from one group that delete the group instead of each route (_plan_flushes)
 _T = TypeVar("_T")
 
@@ -149,9 +150,15 @@ def _gc_paused(size: int) -> Iterator[None]:
         gc.enable()
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Route:
-    """One of our routes as the kernel holds it: its hop set and the object of ours it points at."""
+    """One of our routes as the kernel holds it: its hop set and the object of ours it points at.
+
+    Shared, not one per route (`NodeTableWriter._state`): every route on one group holds that group's
+    record, every route with one explicit hop set holds that set's, so a million routes cost a dict
+    slot each. A group rewrite updates the one record of its group; a route that moves is given
+    another record, never a changed one.
+    """
 
     hops: tuple[NextHop, ...]
     gid: int | None = None  # our nexthop group
@@ -250,6 +257,10 @@ class NodeTableWriter:
         self._generation = 0  # bumped after every pass and absorbed notification (installed()'s cache)
         self._installed: tuple[int, Mapping[RouteKey, Hops]] | None = None
         self._direct: set[RouteKey] = set()  # routes with hop_id set (rare)
+        # The shared route records (_Route): per group, per explicit hop set, per single hop object.
+        self._group_states: dict[int, _Route] = {}
+        self._explicit_states: dict[tuple[NextHop, ...], _Route] = {}
+        self._hop_states: dict[int, _Route] = {}
         self._groups: dict[int, _Group] = {}
         self._group_by_set: dict[tuple[NextHop, ...], int] = {}
         self._hops: dict[int, NextHop] = {}
@@ -341,17 +352,20 @@ class NodeTableWriter:
         return WriteReport()
 
     async def apply(self, changes: RouteChanges) -> WriteReport:
-        """Program what changed (None removes), in one batch; rejections never stop the others."""
+        """Program what changed (None removes), in one batch; rejections never stop the others.
+
+        `changes` is read in the worker thread, not copied (a bulk feed's batch is most of the FIB):
+        the caller must not change it until this returns (TableRuntime hands over its pending dict).
+        """
         async with self._lock:
-            todo = dict(changes)
-            for prefix, entry in todo.items():
-                if entry is None:
-                    self._desired.pop(prefix, None)
-                else:
-                    self._desired[prefix] = entry
+            desired = self._desired
+            # In C; the None entries (removals, few except on a withdraw) are deleted just below.
+            desired.update(changes)  # type: ignore[arg-type]
+            for prefix in [p for p, entry in changes.items() if entry is None]:
+                del desired[prefix]
             if not self._started:
                 await self._work(self._adopt)
-            return await self._work(self._apply_locked, todo)
+            return await self._work(self._apply_locked, changes)
 
     async def resync(self, desired: Mapping[RouteKey, Hops]) -> WriteReport:
         """Make the table match `desired` exactly (for what we own): restore, fix, remove stale."""
@@ -413,6 +427,9 @@ class NodeTableWriter:
             self._nexthop_objects = self._kernel_has_nexthop_objects()
         self._routes = {}
         self._direct.clear()
+        self._group_states.clear()
+        self._explicit_states.clear()
+        self._hop_states.clear()
         self._groups.clear()
         self._hops.clear()
         self._hop_ids.clear()
@@ -490,12 +507,34 @@ class NodeTableWriter:
         group = self._groups.get(nh_id) if nh_id is not None else None
         if group is not None:
             group.users += 1
-            return _Route(group.members, gid=nh_id)
+            return self._state(group.members, gid=nh_id)
         if nh_id is not None and nh_id in self._hops:
-            return _Route(self._intern((self._hops[nh_id],)), hop_id=nh_id)
+            return self._state(self._intern((self._hops[nh_id],)), hop_id=nh_id)
         if kernel.rtype == rtnl.RTN_UNICAST and nh_id is None:
-            return _Route(self._intern(kernel.nexthops))
-        return _Route(())  # not something we write (a foreign object, a blackhole): fixed on resync
+            return self._state(self._intern(kernel.nexthops))
+        return self._state(())  # not something we write (a foreign object, a blackhole): fixed on resync
+
+    def _state(self, hops: tuple[NextHop, ...], gid: int | None = None, hop_id: int | None = None) -> _Route:
+        """The shared record of routes on group `gid`, on hop object `hop_id`, or with explicit `hops`.
+
+        A group's record follows the group: its hop set is the group's members (a rewrite updates it).
+        """
+        if gid is not None:
+            state = self._group_states.get(gid)
+            if state is None:
+                state = self._group_states[gid] = _Route(hops, gid)
+            elif state.hops is not hops:
+                state.hops = hops
+            return state
+        if hop_id is not None:
+            state = self._hop_states.get(hop_id)
+            if state is None or state.hops != hops:
+                state = self._hop_states[hop_id] = _Route(hops, hop_id=hop_id)
+            return state
+        state = self._explicit_states.get(hops)
+        if state is None:
+            state = self._explicit_states[hops] = _Route(hops)
+        return state
 
     def _reindex_groups(self) -> None:
         self._group_by_set = {}
@@ -573,7 +612,22 @@ class NodeTableWriter:
 
     def _apply_locked(self, changes: RouteChanges, stale: Sequence[tuple[RouteKey, int]] = ()) -> WriteReport:
         with _gc_paused(len(changes)):
-            return self._apply_now(changes, stale)
+            if len(changes) <= _CHUNK or not self._routes.keys().isdisjoint(changes):
+                return self._apply_now(changes, stale)
+            # Only new routes (a bulk feed): planned, sent and committed a chunk at a time, so the
+            # encoded requests and their bookkeeping of one chunk are alive at once, not the feed's.
+            # Batches that move or remove routes stay whole: a group rewrite or a group delete
+            # (O(1) messages for any number of routes) needs the whole picture.
+            report = WriteReport()
+            keys = list(changes)
+            for start in range(0, len(keys), _CHUNK):
+                part = {key: changes[key] for key in keys[start : start + _CHUNK]}
+                done = self._apply_now(part, stale if start == 0 else ())
+                report.installed += done.installed
+                report.removed += done.removed
+                report.netlink_messages += done.netlink_messages
+                report.rejected.extend(done.rejected)
+            return report
 
     def _apply_now(self, changes: RouteChanges, stale: Sequence[tuple[RouteKey, int]]) -> WriteReport:
         report = WriteReport()
@@ -841,6 +895,7 @@ class NodeTableWriter:
             if cause is not None:
                 group_cause[gid] = cause
                 del self._groups[gid]
+                self._group_states.pop(gid, None)
                 self._taken.discard(gid)
         for gid, (before, after, moved) in plan.rewrites.items():
             cause = group_fail.get(gid) or _first_cause(after.members, hop_cause)
@@ -851,8 +906,8 @@ class NodeTableWriter:
                 for prefix, _route in moved:
                     report.rejected.append(Rejection(prefix, _reason(cause), cause.reason))
                 continue
-            for _prefix, route in moved:
-                route.hops = after.members
+            if gid in self._group_states:
+                self._state(after.members, gid)  # every route on the group moved with it
             report.installed += len(moved)
         self._reindex_groups()
 
@@ -867,7 +922,7 @@ class NodeTableWriter:
                 pointed = groups.get(target) if target is not None else None
                 actual = pointed.members if pointed is not None else hops
                 if current is None:
-                    routes[prefix] = _Route(actual, target if pointed is not None else None)
+                    routes[prefix] = self._state(actual, target if pointed is not None else None)
                 else:
                     self._repoint(prefix, current, actual, target if pointed is not None else None)
                 if pointed is not None:
@@ -900,6 +955,7 @@ class NodeTableWriter:
             emptied = self._groups.get(gid)
             if gid not in flush_fail and emptied is not None and emptied.users <= 0:
                 del self._groups[gid]
+                self._group_states.pop(gid, None)
                 self._taken.discard(gid)
         if flushed:
             self._reindex_groups()
@@ -934,7 +990,7 @@ class NodeTableWriter:
             self._groups[route.gid].users -= 1
         if route.hop_id is not None:
             self._direct.discard(prefix)
-        route.hops, route.gid, route.hop_id = hops, gid, None
+        self._routes[prefix] = self._state(hops, gid)
 
     def _forget(self, prefix: RouteKey, route: _Route) -> None:
         self._routes.pop(prefix, None)
@@ -962,6 +1018,7 @@ class NodeTableWriter:
         for gid in dead_groups:
             if ("group", gid) not in refused:
                 del self._groups[gid]
+                self._group_states.pop(gid, None)
                 self._taken.discard(gid)
         for nh_id in dead_hops:
             if ("hop", nh_id) not in refused:

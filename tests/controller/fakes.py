@@ -224,6 +224,7 @@ class FakeWriter:
     withdrawn: int = 0
     closed: bool = False
     fail: int = 0  # fail this many writes
+    resync_seconds: float = 0.0  # how long each resync takes
     unreachable: set[Address] = field(default_factory=set)
     written: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -237,6 +238,8 @@ class FakeWriter:
 
     async def resync(self, desired: Mapping[RouteKey, Hops]) -> WriteReport:
         self._maybe_fail()
+        if self.resync_seconds:
+            await asyncio.sleep(self.resync_seconds)
         self.resyncs.append(dict(desired))
         changes: dict[RouteKey, Hops | None] = {p: None for p in self.routes if p not in desired}
         changes.update(desired)

@@ -498,10 +498,24 @@ async def test_periodic_resync_rewrites_the_table() -> None:
     await h.runtime.apply(desired([server(**ALLOW)], [peer("a", "10.0.0.2")], [association("t")]))
     await h.settle()
     await until(lambda: len(h.table().resyncs) >= 3)
-    h.table().routes[prefix_key(ip_network("203.0.113.99/32"))] = (
-        A,
-    )  # drift: a route we own but do not want
-    await until(lambda: prefix_key(ip_network("203.0.113.99/32")) not in h.table().routes)
+    drift = prefix_key(ip_network("203.0.113.99/32"))
+    h.table().routes[drift] = (A,)  # drift: a route we own but do not want
+    await until(lambda: drift not in h.table().routes)
+    await h.runtime.stop()
+
+
+async def test_a_slow_resync_spaces_the_next_ones_by_twenty_times_its_duration() -> None:
+    h = Harness()
+    h.runtime.resync_interval = 0.01
+    await h.runtime.start()
+    await h.runtime.apply(desired([server(**ALLOW)], [peer("a", "10.0.0.2")], [association("t")]))
+    await h.settle()
+    writer = h.table()
+    writer.resync_seconds = 0.05  # a big table: each full pass takes 50 ms
+    await until(lambda: len(writer.resyncs) >= 2)
+    count = len(writer.resyncs)
+    await asyncio.sleep(0.5)  # at a 10 ms interval that would be dozens more; 20 x 50 ms = 1 s apart
+    assert len(writer.resyncs) <= count + 1
     await h.runtime.stop()
 
 

@@ -247,9 +247,12 @@ class RouteServerProcess:
         log_level: str = "INFO",
         extra_args: Sequence[str] = (),
         name: str = "routeserver",
+        checkout: Path = REPO_ROOT,
     ) -> None:
         self.host = host
         self.spec = spec
+        # Whose code runs: this repository, or another checkout of it (a bench's "before" build).
+        self.checkout = checkout
         self.config = host.workdir / f"{name}.yaml"
         self.resync_interval = resync_interval
         self.admin_port = admin_port
@@ -275,7 +278,8 @@ class RouteServerProcess:
         self.config.write_text(self.spec.render())
         self.starts += 1
         name = self.name if self.starts == 1 else f"{self.name}-{self.starts}"
-        self.proc = self.host.popen(self.argv(), name=name, cwd=REPO_ROOT)
+        env = {"PYTHONPATH": str(self.checkout)} if self.checkout != REPO_ROOT else None
+        self.proc = self.host.popen(self.argv(), name=name, cwd=self.checkout, env=env)
         if wait:
             self.wait(self._answers, 30, "the route server's admin endpoint")
 

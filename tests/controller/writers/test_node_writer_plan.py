@@ -362,3 +362,20 @@ async def test_a_refused_group_delete_keeps_its_routes_and_reports_them(kernel: 
     assert report.removed == 0 and len(report.rejected) == 100
     assert {r.reason for r in report.rejected} == {RejectReason.KERNEL_REFUSED}
     assert set(writer.installed()) == set(prefixes) == {p for (_t, p, _m) in kernel.fib}
+
+
+async def test_a_bulk_feed_is_written_in_chunks_with_one_group(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    prefixes = vips(45_000)  # three chunks of new routes (controller/writers/netlink.py _CHUNK)
+    kernel.refuse_routes.add(prefixes[30_000])
+
+    report = await writer.apply(via(prefixes, A))
+
+    assert report.installed == 44_999 and [r.prefix for r in report.rejected] == [prefixes[30_000]]
+    assert kernel.messages.count(rtnl.RTM_NEWNEXTHOP) == 2  # one hop object and one group, not per chunk
+    assert len(writer.installed()) == 44_999 == len(kernel.fib)
+    # A whole-group failover afterwards is still one rewrite (plus the refused route's new attempt).
+    kernel.messages.clear()
+    moved = await writer.apply(via(prefixes, B))
+    assert moved.installed == 44_999 and moved.netlink_messages <= 5
+    assert kernel.messages.count(rtnl.RTM_NEWROUTE) == 1
