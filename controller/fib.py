@@ -91,6 +91,27 @@ class HopsInterner:
         return known
 
 
+class Move:
+    """Prefixes that went from one next-hop set to another in one FIB update: how many, and one of
+    them (the log line's example). `new` empty: they lost their last next hop."""
+
+    __slots__ = ("count", "first", "new", "old")
+
+    def __init__(self, old: Hops, new: Hops, first: RouteKey) -> None:
+        self.old, self.new, self.first, self.count = old, new, first, 1
+
+
+class MoveTally:
+    """What one `Fib.update_many` changed: prefixes added (no next hops before) and the moves by
+    (previous, new) next-hop set, keyed by the sets' ids (they are interned, and alive in `moves`)."""
+
+    __slots__ = ("added", "moves")
+
+    def __init__(self) -> None:
+        self.added = 0
+        self.moves: dict[tuple[int, int], Move] = {}
+
+
 class PersistState(enum.Enum):
     LIVE = "Live"  # at least one session up, nothing persisted
     HOLDING = "Holding"  # every session down: the last FIB is held
@@ -173,18 +194,19 @@ class Fib:
         self,
         items: Iterable[tuple[RouteKey, Hops]],
         session_down_at: float | None = None,
-        before: dict[RouteKey, Hops] | None = None,
+        tally: MoveTally | None = None,
     ) -> dict[RouteKey, Hops | None]:
         """Set live next hops; `session_down_at`: these paths left with a session that went down then.
 
         Persist grace (module docstring): prefixes losing their last path that way are held.
-        `before`, if given, receives the previous next hops of each changed prefix that had any (what
-        the tables held: the failover report needs them, and the FIB has them already).
+        `tally`, if given, counts what changed by (previous next hops, new next hops), the failover
+        report, in the same pass (nothing per prefix is kept for it).
         """
         self.version += 1
         changes: dict[RouteKey, Hops | None] = {}
         graced: list[RouteKey] = []
         live, persisted = self._live, self._persisted
+        tally_moves = tally.moves if tally is not None else {}
         holding = self._state is PersistState.HOLDING
         grace = session_down_at is not None and self.persist.enabled
         # One pass, inlined: this runs once per prefix of every UPDATE and of every peer that goes
@@ -213,8 +235,18 @@ class Fib:
                 after = (persisted.get(prefix) if persisted else None) or ()
             if after != previous:
                 changes[prefix] = after or None
-                if before is not None and previous:
-                    before[prefix] = previous
+                if tally is None:
+                    continue
+                if not previous:
+                    tally.added += 1
+                    continue
+                # Interned next hops: a pair of ids keys the move (hashing addresses is Python code).
+                pair = (id(previous), id(after))
+                move = tally_moves.get(pair)
+                if move is None:
+                    tally_moves[pair] = Move(previous, after, prefix)
+                else:
+                    move.count += 1
         if graced:
             self._hold_for_grace(graced, session_down_at or 0.0)
         return changes
@@ -292,6 +324,8 @@ __all__ = [
     "DEFAULT_GRACE_SECONDS",
     "Fib",
     "HopsInterner",
+    "Move",
+    "MoveTally",
     "PersistConfig",
     "PersistState",
     "SelectionMode",

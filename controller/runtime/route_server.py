@@ -95,7 +95,7 @@ from controller.events import (
     RoutesRejected,
     SpeakerFailed,
 )
-from controller.fib import Fib, HopsInterner, PersistConfig, SelectionMode, select_next_hops
+from controller.fib import Fib, HopsInterner, MoveTally, PersistConfig, SelectionMode, select_next_hops
 from controller.runtime.deferral import Deferral, DeferralEnd, RestartDeferral
 from controller.runtime.installed import InstalledCounts
 from controller.runtime.liveness import Liveness
@@ -544,7 +544,6 @@ class RouteServerRuntime:
 
     def _on_routes(self, event: RoutesChanged) -> None:
         hops = self._hops
-        # Next hops once per change (the previous ones come from the FIB: `before`).
         items = [(c.prefix, hops(c.new_best, c.new_ecmp)) for c in event.changes]
         self.installed.apply(event.changes)
         peer = self.peers.get(event.peer_id)
@@ -552,54 +551,33 @@ class RouteServerRuntime:
         down_at = None
         if peer is not None and peer.bgp_state is not State.ESTABLISHED and self.fib.persist.enabled:
             down_at = self.loop.time()
-        before: dict[RouteKey, Hops] = {}
-        changes = self.fib.update_many(items, down_at, before)
+        tally = MoveTally()
+        changes = self.fib.update_many(items, down_at, tally)
+        del items
         if down_at is not None:
             self._arm_persist_timer()
         if changes:
             self._push(changes)  # first: the tables' writers are woken before the report is built
-            self._report_fib(event.peer_id, changes, before)
+            self._report_fib(event.peer_id, len(changes), tally)
 
-    def _report_fib(
-        self,
-        peer: str,
-        changes: RouteChanges,
-        before: Mapping[RouteKey, Hops],
-    ) -> None:
+    def _report_fib(self, peer: str, changed: int, tally: MoveTally) -> None:
         """Counts, and the failover groups: prefixes that moved from one next-hop set to another
-        (`before`: what the FIB held for each changed prefix, recorded by the FIB itself)."""
-        # (old hops, new hops) -> [prefixes, the first one]: counts only, nothing per prefix kept.
-        moved: dict[tuple[Hops, Hops], list[int]] = {}
-        added = removed = 0
-        get = before.get
-        for prefix, entry in changes.items():
-            old = get(prefix)
-            if not old:
-                added += 1
-                continue
-            if entry is None:
-                removed += 1
-            pair = (old, entry or ())
-            group = moved.get(pair)
-            if group is None:
-                moved[pair] = [1, prefix]
-            else:
-                group[0] += 1
-        failovers = sum(count for (_, new), (count, _first) in moved.items() if new)
+        (counted by the FIB in its own pass: nothing here is per prefix)."""
+        moves = sorted(tally.moves.values(), key=lambda move: -move.count)
+        removed = sum(move.count for move in moves if not move.new)
+        failovers = sum(move.count for move in moves if move.new)
         events = self.events
-        events.emit(FibChanged(self.name, added, removed, len(changes) - added - removed, failovers))
-        if not moved:
+        events.emit(FibChanged(self.name, tally.added, removed, changed - tally.added - removed, failovers))
+        if not moves:
             return
-        groups = sorted(moved.items(), key=lambda item: -item[1][0])
         trigger = peer or None
-        for (old, new), (count, first) in groups[:MAX_LOGGED_GROUPS]:
-            kind = Failover if new else RoutesLost
-            events.emit(
-                kind(self.name, trigger, [str(h) for h in old], [str(h) for h in new], count, key_str(first))
-            )
-        if len(groups) > MAX_LOGGED_GROUPS:
-            rest = sum(count for _, (count, _first) in groups[MAX_LOGGED_GROUPS:])
-            events.emit(MoreFailovers(self.name, len(groups) - MAX_LOGGED_GROUPS, rest))
+        for move in moves[:MAX_LOGGED_GROUPS]:
+            kind = Failover if move.new else RoutesLost
+            old, new = [str(h) for h in move.old], [str(h) for h in move.new]
+            events.emit(kind(self.name, trigger, old, new, move.count, key_str(move.first)))
+        if len(moves) > MAX_LOGGED_GROUPS:
+            rest = sum(move.count for move in moves[MAX_LOGGED_GROUPS:])
+            events.emit(MoreFailovers(self.name, len(moves) - MAX_LOGGED_GROUPS, rest))
 
     def _push(self, changes: RouteChanges) -> None:
         if not changes:

@@ -940,9 +940,14 @@ class NodeTableWriter:
             report.rejected.append(Rejection(prefix, _reason(why), why.reason))
 
         flushed = plan.flushed
+        pop = routes.pop
         for prefix, current in plan.removals:
             if flushed and current.gid in flushed:
                 refused = flush_fail.get(current.gid)
+                if refused is None:
+                    pop(prefix, None)  # its group is gone, and with it every route on it (below)
+                    report.removed += 1
+                    continue
             else:
                 refused = delete_fail.get(prefix) if delete_fail else None
             if refused is None or refused.errno == errno.ESRCH:  # ESRCH: already gone
@@ -952,8 +957,7 @@ class NodeTableWriter:
                 text = "delete: " + refused.reason
                 report.rejected.append(Rejection(prefix, RejectReason.KERNEL_REFUSED, text))
         for gid in flushed:
-            emptied = self._groups.get(gid)
-            if gid not in flush_fail and emptied is not None and emptied.users <= 0:
+            if gid not in flush_fail and gid in self._groups:  # every user of it was a removal
                 del self._groups[gid]
                 self._group_states.pop(gid, None)
                 self._taken.discard(gid)

@@ -6,7 +6,7 @@ from ipaddress import ip_address, ip_network
 
 from bgp.types import prefix_key
 from controller.desired import PersistConfig, SelectionMode
-from controller.fib import Fib, PersistState, select_next_hops
+from controller.fib import Fib, MoveTally, PersistState, select_next_hops
 
 A = ip_address("10.0.0.2")
 B = ip_address("10.0.0.3")
@@ -215,3 +215,18 @@ def test_reset_drops_prefixes_in_their_grace_too() -> None:
     fib.update(VIP, (), session_down_at=10.0)
     assert fib.reset() == {VIP: None}
     assert fib.next_deadline() is None and fib.handle_timer(now=12.0) == {}
+
+
+def test_the_tally_counts_additions_moves_and_losses_by_next_hop_set() -> None:
+    fib = Fib()
+    one_a, one_b = (A,), (B,)  # the runtime interns these: every prefix shares one tuple per set
+    tally = MoveTally()
+    fib.update_many([(VIP, one_a), (SVC, one_a)], tally=tally)
+    assert (tally.added, tally.moves) == (2, {})
+    tally = MoveTally()
+    fib.update_many([(VIP, one_b), (SVC, one_b)], tally=tally)
+    ((move,),) = [list(tally.moves.values())]
+    assert (move.old, move.new, move.count, move.first) == (one_a, one_b, 2, VIP)
+    tally = MoveTally()
+    fib.update_many([(VIP, ()), (SVC, one_b)], tally=tally)  # SVC unchanged: not counted
+    assert [(m.old, m.new, m.count) for m in tally.moves.values()] == [(one_b, (), 1)]
