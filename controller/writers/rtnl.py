@@ -475,6 +475,10 @@ def decode_route(payload: memoryview) -> KernelRoute | None:
                 metric = _U32.unpack_from(payload, start)[0]
             elif kind == RTA_NH_ID:
                 nh_id = _U32.unpack_from(payload, start)[0]
+                # The kernel writes the object id after the route's identity (table, destination,
+                # priority; fib_dump_info, rt6_fill_node) and then, in compat mode, copies of the
+                # object's gateways, which a route via an object is not read by: skipped.
+                break
             elif kind == RTA_OIF:
                 oif = _U32.unpack_from(payload, start)[0]
             elif kind == RTA_GATEWAY:
@@ -608,7 +612,7 @@ class RouteChannel(Protocol):
         self, kind: int, family: int = socket.AF_UNSPEC, table: int | None = None
     ) -> Iterator[memoryview]: ...
 
-    def routes(self, family: int = socket.AF_UNSPEC, table: int | None = None) -> list[KernelRoute]: ...
+    def routes(self, family: int = socket.AF_UNSPEC, table: int | None = None) -> Iterable[KernelRoute]: ...
 
     def nexthops(self) -> list[KernelNexthop]: ...
 
@@ -755,13 +759,12 @@ class NetlinkChannel:
                     raise OSError(code, text or os.strerror(code))
                 yield payload
 
-    def routes(self, family: int = socket.AF_UNSPEC, table: int | None = None) -> list[KernelRoute]:
-        out: list[KernelRoute] = []
+    def routes(self, family: int = socket.AF_UNSPEC, table: int | None = None) -> Iterator[KernelRoute]:
+        """The routes of a dump as they are decoded (a million-route table is never a list)."""
         for payload in self.dump(RTM_GETROUTE, family, table):
             route = decode_route(payload)
             if route is not None:
-                out.append(route)
-        return out
+                yield route
 
     def nexthops(self) -> list[KernelNexthop]:
         out: list[KernelNexthop] = []
