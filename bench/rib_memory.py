@@ -57,6 +57,7 @@ def measure(keys: list[int], prefixes_per_set: int) -> None:
     before, _ = tracemalloc.get_traced_memory()
     rib_in = AdjRibIn(peer, ALLOW_ALL)
     loc = LocRib(max_paths=4)
+    loc.attach(peer.peer_id, rib_in)  # as the speaker does: no per-peer copy in the Loc-RIB
     for start in range(0, len(keys), prefixes_per_set):
         chunk = keys[start : start + prefixes_per_set]
         result = rib_in.announce(IPV4_UNICAST, chunk, attributes[start // prefixes_per_set])
