@@ -17,7 +17,9 @@ the FIB and the export side need to act on.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Iterator, KeysView, Sequence
+from contextlib import contextmanager
 from typing import NamedTuple, Protocol
 
 from bgp.rib.decision import DecisionOptions, DecisionReason, select
@@ -29,6 +31,23 @@ PeerKey = PrefixKey | tuple[PrefixKey, int]
 
 _ONLY_PATH = DecisionReason.ONLY_PATH
 _new_tuple = tuple.__new__  # builds a RibChange without the Python-level NamedTuple __new__
+
+
+# Above this many paths `remove_peer` pauses the cyclic garbage collector: its RibChanges are
+# acyclic, and building a million of them otherwise triggers collections that scan them all again.
+_PAUSE_COLLECTOR_AT = 10_000
+
+
+@contextmanager
+def _collector_paused(size: int) -> Iterator[None]:
+    if size < _PAUSE_COLLECTOR_AT or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class PeerSource(Protocol):
@@ -177,38 +196,8 @@ class LocRib:
             del self._sources[peer_id]
         if not expected:
             return []
-        changes: list[RibChange] = []
-        append = changes.append
-        entries = self._entries
-        alone: dict[int, tuple[Path]] = {}  # id(path) -> (path,): one old ECMP tuple per Path
-        removed = 0
-        for key in () if source is None else source.rib_keys():
-            if type(key) is int:
-                prefix, path_id = key, 0
-            else:
-                prefix, path_id = key  # type: ignore[misc]
-            current = entries.get(prefix)
-            if current is None:
-                continue
-            if type(current) is Path:
-                # The common case, a prefix only this peer has: a dict pop and the change.
-                if current.path_id != path_id or current.peer.peer_id != peer_id:
-                    continue
-                del entries[prefix]
-                old_ecmp = alone.get(id(current))
-                if old_ecmp is None:
-                    old_ecmp = alone[id(current)] = (current,)
-                append(_new_tuple(RibChange, (prefix, current, None, old_ecmp, (), None)))
-                removed += 1
-                continue
-            assert isinstance(current, _Entry)
-            old = _own(current.ranked, peer_id, path_id)
-            if old is None:
-                continue
-            removed += 1
-            change = self._remove(prefix, old)
-            if change is not None:
-                append(change)
+        with _collector_paused(expected):
+            changes, removed = self._remove_listed(peer_id, () if source is None else source.rib_keys())
         if removed < expected:
             changes += self._remove_everywhere(peer_id)
         for next_hop in [nh for nh, peers in self._next_hops.items() if peer_id in peers]:
@@ -379,6 +368,51 @@ class LocRib:
             if change is not None:
                 changes.append(change)
         return changes
+
+    def _remove_listed(self, peer_id: str, keys: Iterable[PeerKey]) -> tuple[list[RibChange], int]:
+        """`remove_peer` over the keys its source lists: the changes and how many paths went."""
+        changes: list[RibChange] = []
+        append = changes.append
+        entries = self._entries
+        get = entries.get
+        # id(path) -> (path,) for the peer's paths of path id 0 seen as a prefix's only path: the
+        # common case then costs one lookup, a dict deletion and the change (sharing the tuple).
+        alone: dict[int, tuple[Path]] = {}
+        known = alone.get
+        other = 0  # paths removed among other candidates (they may report no change)
+        for key in keys:
+            if type(key) is int:
+                current = get(key)
+                old_ecmp = known(id(current))
+                if old_ecmp is not None:
+                    del entries[key]
+                    append(_new_tuple(RibChange, (key, current, None, old_ecmp, (), None)))
+                    continue
+                prefix, path_id = key, 0
+            else:
+                prefix, path_id = key  # type: ignore[misc]
+                current = get(prefix)
+            if current is None:
+                continue
+            if type(current) is Path:
+                if current.path_id != path_id or current.peer.peer_id != peer_id:
+                    continue
+                old_ecmp = (current,)
+                if path_id == 0:
+                    alone[id(current)] = old_ecmp
+                del entries[prefix]
+                append(_new_tuple(RibChange, (prefix, current, None, old_ecmp, (), None)))
+                continue
+            assert isinstance(current, _Entry)
+            old = _own(current.ranked, peer_id, path_id)
+            if old is None:
+                continue
+            other += 1
+            change = self._remove(prefix, old)
+            if change is not None:
+                append(change)
+                other -= 1  # counted by len(changes)
+        return changes, len(changes) + other
 
     def _remove_everywhere(self, peer_id: str) -> list[RibChange]:
         """Every path of the peer, found by searching all prefixes (for a source that lost keys)."""

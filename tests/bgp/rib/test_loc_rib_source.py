@@ -7,6 +7,7 @@ both through graceful restart, ADD-PATH, policy and max-prefix changes and check
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network, ip_address
 
@@ -270,3 +271,21 @@ def test_loc_rib_always_holds_exactly_the_adj_rib_ins_paths(ops: list[Op], max_p
                 for p in rib.candidates(prefix)
                 if id(p) == path_id and p.attributes.next_hop == next_hop
             )
+
+
+def test_a_large_remove_peer_leaves_the_garbage_collector_as_it_found_it() -> None:
+    adj = AdjRibIn(PEER1, ALLOW_ALL)
+    rib = wired(adj)
+    many = [((0x0A000000 + index) << 8) | 32 for index in range(20_000)]
+    apply(rib, adj.announce(IPV4_UNICAST, many, attrs(65001)).changes)
+    assert gc.isenabled()
+    assert len(rib.remove_peer("p1")) == len(many)
+    assert gc.isenabled()
+    adj.clear()
+    apply(rib, adj.announce(IPV4_UNICAST, many, attrs(65001)).changes)
+    gc.disable()
+    try:
+        assert len(rib.remove_peer("p1")) == len(many)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
