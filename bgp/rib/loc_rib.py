@@ -446,7 +446,7 @@ class LocRib:
         current = self._entries[prefix]
         if current is old:
             self._entries[prefix] = path
-            return RibChange(prefix, old, path, (old,), (path,), _ONLY_PATH)
+            return _new_tuple(RibChange, (prefix, old, path, (old,), (path,), _ONLY_PATH))
         assert isinstance(current, _Entry)
         ranked = current.ranked
         candidates = tuple(path if p is old else p for p in ranked)
@@ -456,11 +456,19 @@ class LocRib:
         current = self._entries[prefix]
         if current is old:
             del self._entries[prefix]
-            return RibChange(prefix, old, None, (old,), (), None)
+            return _new_tuple(RibChange, (prefix, old, None, (old,), (), None))
         assert isinstance(current, _Entry)
         ranked = current.ranked
+        old_best, old_ecmp = ranked[0], ranked[: current.ecmp_count]
+        if len(ranked) == 2:
+            # Failover's common case: one path is left, no decision to run.
+            left = ranked[1] if ranked[0] is old else ranked[0]
+            self._entries[prefix] = left
+            if left is old_best and len(old_ecmp) == 1:
+                return None  # the standby went
+            return _new_tuple(RibChange, (prefix, old_best, left, old_ecmp, (left,), _ONLY_PATH))
         candidates = tuple(p for p in ranked if p is not old)
-        return self._decide(prefix, candidates, ranked[0], ranked[: current.ecmp_count])
+        return self._decide(prefix, candidates, old_best, old_ecmp)
 
     def _decide(
         self,
@@ -485,4 +493,4 @@ class LocRib:
             new_ecmp = ranked[:count]
         if best is old_best and _same(new_ecmp, old_ecmp):
             return None
-        return RibChange(prefix, old_best, best, old_ecmp, new_ecmp, reason)
+        return _new_tuple(RibChange, (prefix, old_best, best, old_ecmp, new_ecmp, reason))
