@@ -9,7 +9,7 @@ keeps them alive, the codec created them.
 Scenarios vary the number of distinct attribute sets (a real full table has roughly one per
 two to four prefixes; one per prefix is the worst case).
 
-    .venv/bin/python bench/rib_memory.py [--prefixes 1000000]
+    .venv/bin/python bench/rib_memory.py [--prefixes 1000000] [--per-set 20 ...]
 """
 
 from __future__ import annotations
@@ -83,10 +83,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--prefixes", type=int, default=1_000_000)
+    parser.add_argument(
+        "--per-set",
+        type=int,
+        action="append",
+        help="prefixes per attribute set (repeatable; default 1, 3 and 20; --per-set N: one set for all)",
+    )
     args = parser.parse_args()
     keys = make_keys(args.prefixes, 1)
     print(f"{args.prefixes:,} prefixes from one peer, one announce() per attribute set")
-    for per_set in (1, 3, 20):
+    for per_set in args.per_set or (1, 3, 20):
         measure(keys, per_set)
 
 
