@@ -49,6 +49,16 @@ def make_attributes(count: int, seed: int) -> list[PathAttributes]:
     ]
 
 
+def feed(
+    rib_in: AdjRibIn, loc: LocRib, keys: list[int], attributes: list[PathAttributes], per_set: int
+) -> None:
+    """The speaker's intake; a function, so the last chunk and batch are not left alive when measured."""
+    for start in range(0, len(keys), per_set):
+        chunk = keys[start : start + per_set]
+        for batch in rib_in.announce(IPV4_UNICAST, chunk, attributes[start // per_set]).changes:
+            loc.apply(batch)
+
+
 def measure(keys: list[int], prefixes_per_set: int) -> None:
     attributes = make_attributes(-(-len(keys) // prefixes_per_set), 3)
     peer = PeerInfo("peer1", IPv4Address("198.51.100.1"), 65001, IPv4Address("203.0.113.1"), 4_200_000_000)
@@ -58,12 +68,7 @@ def measure(keys: list[int], prefixes_per_set: int) -> None:
     rib_in = AdjRibIn(peer, ALLOW_ALL)
     loc = LocRib(max_paths=4)
     loc.attach(peer.peer_id, rib_in)  # as the speaker does: no per-peer copy in the Loc-RIB
-    for start in range(0, len(keys), prefixes_per_set):
-        chunk = keys[start : start + prefixes_per_set]
-        result = rib_in.announce(IPV4_UNICAST, chunk, attributes[start // prefixes_per_set])
-        for batch in result.changes:
-            loc.apply(batch)
-        del result
+    feed(rib_in, loc, keys, attributes, prefixes_per_set)
     gc.collect()
     after, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
