@@ -744,8 +744,9 @@ class Speaker:
     def _flush_peer(self, peer: _Peer) -> None:
         """Withdraw every route of the peer from the Loc-RIB (session down without GR, removal)."""
         peer.cancel_timers()
-        changes = self.loc_rib.remove_peer(peer.peer_id)  # lists the paths from the Adj-RIB-In:
-        if peer.adj is not None:  # cleared only afterwards
+        # The Loc-RIB lists the peer's paths from its Adj-RIB-In, so that is cleared afterwards.
+        changes = self.loc_rib.remove_peer(peer.peer_id)
+        if peer.adj is not None:
             peer.adj.clear()
         if changes:
             self._publish(RoutesChanged(peer.peer_id, tuple(changes)))

@@ -54,9 +54,9 @@ class PeerSource(Protocol):
     """Where the Loc-RIB finds which keys one peer has in it: the peer's Adj-RIB-In.
 
     `rib_keys` lists every key (the prefix, or (prefix, path id) for a non-zero path id) of a
-    path the peer has in the Loc-RIB. Keys the Loc-RIB does not hold are skipped, so a source may
-    run ahead of the Loc-RIB by batches it returned that are not applied yet; it must not drop a
-    key before the batch withdrawing it is applied.
+    path the peer has in the Loc-RIB. A source may run ahead of the Loc-RIB by batches it returned
+    that are not applied yet: keys the Loc-RIB does not hold are skipped, and paths whose keys the
+    source already dropped are found by `remove_peer` searching every prefix (correct, but slow).
     """
 
     def rib_keys(self) -> Iterable[PeerKey]: ...
