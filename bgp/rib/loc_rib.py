@@ -404,7 +404,24 @@ class LocRib:
                 append(_new_tuple(RibChange, (prefix, current, None, old_ecmp, (), None)))
                 continue
             assert isinstance(current, _Entry)
-            old = _own(current.ranked, peer_id, path_id)
+            ranked = current.ranked
+            if len(ranked) == 2:
+                # Failover's common case: the other path is left, no decision to run.
+                first, second = ranked
+                if first.path_id == path_id and first.peer.peer_id == peer_id:
+                    left = second
+                elif second.path_id == path_id and second.peer.peer_id == peer_id:
+                    left = first
+                else:
+                    continue
+                entries[prefix] = left
+                if left is first and current.ecmp_count == 1:
+                    other += 1  # only the standby went
+                else:
+                    was = ranked[: current.ecmp_count]
+                    append(_new_tuple(RibChange, (prefix, first, left, was, (left,), _ONLY_PATH)))
+                continue
+            old = _own(ranked, peer_id, path_id)
             if old is None:
                 continue
             other += 1

@@ -68,6 +68,20 @@ def test_remove_peer_lists_the_paths_from_the_adj_rib_in_and_promotes_the_standb
     assert list(rib.peer_paths("p2")) == [(B, standby)]
 
 
+@pytest.mark.parametrize("leaving", ["p1", "p2"])
+def test_remove_peer_of_one_of_two_ecmp_paths_reports_the_narrower_set(leaving: str) -> None:
+    adj1, adj2 = AdjRibIn(PEER1, ALLOW_ALL), AdjRibIn(PEER2, ALLOW_ALL)
+    rib = wired(adj1, adj2, max_paths=2)
+    apply(rib, adj1.announce(IPV4_UNICAST, [A], attrs(65001)).changes)
+    apply(rib, adj2.announce(IPV4_UNICAST, [A], attrs(65002, next_hop="198.51.100.2")).changes)
+    before = rib.ecmp(A)
+    assert len(before) == 2
+    staying = next(p for p in before if p.peer.peer_id != leaving)
+    changes = rib.remove_peer(leaving)
+    assert changes == [RibChange(A, before[0], staying, before, (staying,), DecisionReason.ONLY_PATH)]
+    assert rib.ecmp(A) == (staying,)
+
+
 def test_remove_peer_after_graceful_restart_marking_drops_fresh_and_stale_paths() -> None:
     adj = AdjRibIn(PEER1, ALLOW_ALL)
     rib = wired(adj)
@@ -226,6 +240,7 @@ def _expected(adjs: list[AdjRibIn]) -> dict[PrefixKey, set[int]]:
 def test_loc_rib_always_holds_exactly_the_adj_rib_ins_paths(ops: list[Op], max_paths: int) -> None:
     adjs = [AdjRibIn(PEER1, ALLOW_ALL), AdjRibIn(PEER2, ALLOW_ALL)]
     rib = wired(*adjs, max_paths=max_paths)
+    seen: dict[PrefixKey, tuple[Path | None, tuple[Path, ...]]] = {}
     for op, index, prefixes, attr_index, path_ids in ops:
         adj = adjs[index]
         ids = path_ids[: len(prefixes)]
@@ -248,10 +263,15 @@ def test_loc_rib_always_holds_exactly_the_adj_rib_ins_paths(ops: list[Op], max_p
                 batches += adj.flush_stale(family)
         elif op == "policy":
             batches += adj.set_policy(POLICIES[attr_index % len(POLICIES)]).changes
-        apply(rib, batches)
+        changes = apply(rib, batches)
         if op == "down":
-            rib.remove_peer(adj.peer.peer_id)
+            changes += rib.remove_peer(adj.peer.peer_id)
             adj.clear()
+        for change in changes:  # the changes turn the last reported state into the current one
+            assert seen.get(change.prefix, (None, ())) == (change.old_best, change.old_ecmp)
+            seen[change.prefix] = (change.new_best, change.new_ecmp)
+        for prefix in PREFIXES:
+            assert seen.get(prefix, (None, ())) == (rib.best(prefix), rib.ecmp(prefix))
         expected = _expected(adjs)
         assert {prefix: {id(p) for p in rib.candidates(prefix)} for prefix in rib.prefixes()} == expected
         for each in adjs:
