@@ -5,7 +5,8 @@ set), the way the speaker feeds decoded `Reach`es, and reports prefixes per seco
   - first feed from one peer (every prefix new),
   - the same feed from a second peer (every prefix gets a second candidate: decision runs),
   - re-announcement of the first feed (no change: the GR refresh / route-refresh case),
-  - withdrawal of the first peer via LocRib.remove_peer (the failover case).
+  - withdrawal of the first peer via LocRib.remove_peer (the failover case; bench/rib_withdraw.py
+    times a peer whose prefixes have no other path).
 Policies: allow-all (single 0/0 le 32 rule) and a 200-rule prefix list.
 
     .venv/bin/python bench/rib_intake.py [--prefixes 1000000] [--per-update 20]
@@ -99,6 +100,8 @@ def run_policy(policy: ImportPolicy, feed_a: Feed, feed_b: Feed, count: int) -> 
     loc = LocRib(max_paths=4)
     rib_a = AdjRibIn(peer(1), policy)
     rib_b = AdjRibIn(peer(2), policy)
+    loc.attach("peer1", rib_a)  # as the speaker does: the Loc-RIB lists each peer's keys from it
+    loc.attach("peer2", rib_b)
     timed("peer A full feed (all new)", count, lambda: feed(rib_a, loc, feed_a))
     timed("peer B same prefixes (2 candidates)", count, lambda: feed(rib_b, loc, feed_b))
     timed("peer A re-announces (no change)", count, lambda: feed(rib_a, loc, feed_a))

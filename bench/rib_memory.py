@@ -9,7 +9,7 @@ keeps them alive, the codec created them.
 Scenarios vary the number of distinct attribute sets (a real full table has roughly one per
 two to four prefixes; one per prefix is the worst case).
 
-    .venv/bin/python bench/rib_memory.py [--prefixes 1000000]
+    .venv/bin/python bench/rib_memory.py [--prefixes 1000000] [--per-set 20 ...]
 """
 
 from __future__ import annotations
@@ -49,6 +49,16 @@ def make_attributes(count: int, seed: int) -> list[PathAttributes]:
     ]
 
 
+def feed(
+    rib_in: AdjRibIn, loc: LocRib, keys: list[int], attributes: list[PathAttributes], per_set: int
+) -> None:
+    """The speaker's intake; a function, so the last chunk and batch are not left alive when measured."""
+    for start in range(0, len(keys), per_set):
+        chunk = keys[start : start + per_set]
+        for batch in rib_in.announce(IPV4_UNICAST, chunk, attributes[start // per_set]).changes:
+            loc.apply(batch)
+
+
 def measure(keys: list[int], prefixes_per_set: int) -> None:
     attributes = make_attributes(-(-len(keys) // prefixes_per_set), 3)
     peer = PeerInfo("peer1", IPv4Address("198.51.100.1"), 65001, IPv4Address("203.0.113.1"), 4_200_000_000)
@@ -57,12 +67,8 @@ def measure(keys: list[int], prefixes_per_set: int) -> None:
     before, _ = tracemalloc.get_traced_memory()
     rib_in = AdjRibIn(peer, ALLOW_ALL)
     loc = LocRib(max_paths=4)
-    for start in range(0, len(keys), prefixes_per_set):
-        chunk = keys[start : start + prefixes_per_set]
-        result = rib_in.announce(IPV4_UNICAST, chunk, attributes[start // prefixes_per_set])
-        for batch in result.changes:
-            loc.apply(batch)
-        del result
+    loc.attach(peer.peer_id, rib_in)  # as the speaker does: no per-peer copy in the Loc-RIB
+    feed(rib_in, loc, keys, attributes, prefixes_per_set)
     gc.collect()
     after, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -82,10 +88,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--prefixes", type=int, default=1_000_000)
+    parser.add_argument(
+        "--per-set",
+        type=int,
+        action="append",
+        help="prefixes per attribute set (repeatable; default 1, 3 and 20; --per-set N: one set for all)",
+    )
     args = parser.parse_args()
     keys = make_keys(args.prefixes, 1)
     print(f"{args.prefixes:,} prefixes from one peer, one announce() per attribute set")
-    for per_set in (1, 3, 20):
+    for per_set in args.per_set or (1, 3, 20):
         measure(keys, per_set)
 
 

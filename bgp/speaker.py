@@ -342,6 +342,7 @@ class Speaker:
         if self._listener is not None:
             self._listener.remove_peer(peer.config.peer_address)
         self._flush_peer(peer)
+        self.loc_rib.detach(peer.peer_id)
 
     def peers(self) -> list[PeerConfig]:
         return [p.config for p in self._peers.values()]
@@ -575,6 +576,7 @@ class Speaker:
             peer.adj = AdjRibIn(info, config.import_policy, config.max_prefix)
         elif peer.adj.peer != info:
             peer.adj.set_peer(info)
+        self.loc_rib.attach(peer.peer_id, peer.adj)  # the Loc-RIB lists the peer's prefixes from it
         self._resume_graceful(peer, negotiated)
         # Our table, then End-of-RIB per family (RFC 4724 §2), so the peer knows it is complete.
         for family in negotiated.families:
@@ -742,9 +744,10 @@ class Speaker:
     def _flush_peer(self, peer: _Peer) -> None:
         """Withdraw every route of the peer from the Loc-RIB (session down without GR, removal)."""
         peer.cancel_timers()
+        # The Loc-RIB lists the peer's paths from its Adj-RIB-In, so that is cleared afterwards.
+        changes = self.loc_rib.remove_peer(peer.peer_id)
         if peer.adj is not None:
             peer.adj.clear()
-        changes = self.loc_rib.remove_peer(peer.peer_id)
         if changes:
             self._publish(RoutesChanged(peer.peer_id, tuple(changes)))
 

@@ -6,7 +6,10 @@ picked up with ROUTE-REFRESH, RFC 2918). Every intake call returns `RouteBatch`e
 containing only what changed: re-announcing an identical path yields nothing.
 
 Per prefix the table stores one pointer to an interned `Path` (one per attribute set and path id),
-keyed by the prefix key int (or (prefix, path id) for non-zero ADD-PATH ids, RFC 7911).
+keyed by the prefix key int (or (prefix, path id) for non-zero ADD-PATH ids, RFC 7911). It is
+also the Loc-RIB's only list of this peer's prefixes (`rib_keys`, the `PeerSource` of
+bgp.rib.loc_rib): the Loc-RIB keeps no per-peer copy, so `clear` must come after
+`LocRib.remove_peer`.
 
 Graceful restart (RFC 4724 §4.2, receiving speaker): when the session drops, `mark_stale` moves
 each family's table aside in O(1); re-announced paths move back into the fresh table (replaced if
@@ -25,6 +28,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 from bgp.rib.path import Path, PeerInfo, RouteBatch
 from bgp.rib.policy import (
@@ -311,7 +315,7 @@ class AdjRibIn:
         return [family for family, stale in self._stale.items() if stale]
 
     def clear(self) -> int:
-        """Session down without GR: forget everything (the Loc-RIB uses `remove_peer`)."""
+        """Session down without GR: forget everything, after `LocRib.remove_peer` has listed it."""
         dropped = self._count
         self._fresh = {f: {} for f in FAMILIES}
         self._stale = {f: {} for f in FAMILIES}
@@ -422,6 +426,14 @@ class AdjRibIn:
         for table in (self._fresh[family], self._stale[family]):
             for key, path in table.items():
                 yield (key if isinstance(key, int) else key[0]), path
+
+    def rib_keys(self) -> Iterator[PeerKey]:
+        """Every held key, fresh and stale (the Loc-RIB's `PeerSource`: what this peer has there).
+
+        Withdrawals leave the tables together with the batch that carries them to the Loc-RIB, so
+        once those are applied the keys are exactly the peer's keys in the Loc-RIB.
+        """
+        return chain.from_iterable(table for f in FAMILIES for table in (self._fresh[f], self._stale[f]))
 
     def count(self, family: Family | None = None) -> int:
         """Accepted paths held (fresh and stale)."""

@@ -181,6 +181,31 @@ async def test_peer_down_tears_down_at_once_with_cease_bfd_down_and_routes_vanis
     await _wait(pair.events_a, _state(str(ADDR_B), State.ESTABLISHED))
 
 
+async def test_peer_down_withdraws_every_path_the_adj_rib_in_lists_and_a_new_session_is_listed_again(
+    pair: Pair,
+) -> None:
+    peer_id = str(ADDR_B)
+    keys = sorted(to_key(p) for p in ("203.0.113.10/32", "203.0.113.11/32", "203.0.113.12/32"))
+
+    async def table_complete() -> None:
+        while pair.a.loc_rib.peer_path_count(peer_id) < len(keys):
+            await _wait(pair.events_a, lambda e: isinstance(e, RoutesChanged))
+
+    await pair.b.advertise(["203.0.113.10/32", "203.0.113.11/32", "203.0.113.12/32"], ATTRS)
+    await table_complete()
+    adj = pair.a.adj_rib_in(peer_id)
+    assert adj is not None and len(adj) == len(keys)
+    pair.a.peer_down(peer_id, DownReason.BFD_DOWN)
+    assert [k for k in keys if k in pair.a.loc_rib] == []
+    assert (pair.a.loc_rib.peer_path_count(peer_id), len(adj)) == (0, 0)
+    # The next session feeds the same Adj-RIB-In, which again lists the peer's paths.
+    await _wait(pair.events_a, _state(peer_id, State.ESTABLISHED))
+    await table_complete()
+    assert sorted(prefix for prefix, _ in pair.a.loc_rib.peer_paths(peer_id)) == keys
+    await pair.a.remove_peer(peer_id)
+    assert len(pair.a.loc_rib) == 0 and list(pair.a.loc_rib.peer_paths(peer_id)) == []
+
+
 async def test_peer_down_graceful_keeps_routes_stale_until_the_peer_is_back() -> None:
     p = await _pair()
     prefix = to_key("203.0.113.10/32")
