@@ -461,15 +461,14 @@ class NodeTableWriter:
             self._groups[gid] = _Group(ids, self._intern(self._hops[i] for i in ids if i in self._hops))
         for family in (socket.AF_INET, socket.AF_INET6):
             try:
-                routes = self._channel.routes(family, self.table)
+                for route in self._channel.routes(family, self.table):  # streamed: errors come here
+                    self._adopt_route(route)
             except OSError as exc:
-                if exc.errno != errno.ENOENT:
+                if exc.errno != errno.ENOENT:  # ENOENT: the table does not exist for this family
                     raise
                 self._tables_present.discard(family)
                 continue
             self._tables_present.add(family)
-            for route in routes:
-                self._adopt_route(route)
         self._reindex_groups()
         self._started = True
 

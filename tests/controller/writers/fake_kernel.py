@@ -82,14 +82,16 @@ class FakeKernel:
             raise OSError(errno.ENOENT, "FIB table does not exist")
         return iter(())
 
-    def routes(self, family: int = socket.AF_UNSPEC, table: int | None = None) -> list[KernelRoute]:
+    def routes(self, family: int = socket.AF_UNSPEC, table: int | None = None) -> Iterator[KernelRoute]:
+        """A generator, like NetlinkChannel.routes: a missing table fails when it is iterated."""
         if table is not None and (family, table) not in self.tables:
             raise OSError(errno.ENOENT, "FIB table does not exist")
-        return [
+        selected = [
             replace(r, nexthops=self._hops_of(r))
             for (t, _p, _m), r in self.fib.items()
             if (table is None or t == table) and family in (socket.AF_UNSPEC, r.family)
         ]
+        yield from selected
 
     def nexthops(self) -> list[KernelNexthop]:
         return list(self.objects.values())
