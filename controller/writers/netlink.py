@@ -381,7 +381,7 @@ class NodeTableWriter:
         async with self._lock:
             self._desired = {}
             self._synced = True
-            return await self._work(self._resync_locked, {}, True)
+            return await self._work(self._withdraw_all_locked)
 
     async def close(self) -> None:
         """Stop watching and close the sockets; routes stay (a restart adopts them)."""
@@ -599,6 +599,21 @@ class NodeTableWriter:
         return None
 
     # -- the resync and apply passes (worker thread, under the lock) ----------------------------
+
+    def _withdraw_all_locked(self) -> WriteReport:
+        """Everything we know of first (whole groups deleted in one message each), then a re-read of
+        the table removes whatever of ours we did not know of: the dump is then small, not the
+        million routes a re-read first would decode."""
+        removed = messages = 0
+        if self._started and self._routes:
+            first = self._apply_locked(dict.fromkeys(self._routes))
+            removed, messages = first.removed, first.netlink_messages
+        # What the first pass could not remove is still in the table: the re-read tries it again and
+        # reports what still fails.
+        report = self._resync_locked({}, True)
+        report.removed += removed
+        report.netlink_messages += messages
+        return report
 
     def _resync_locked(self, desired: Mapping[RouteKey, Hops], remove_stale: bool) -> WriteReport:
         self._adopt()

@@ -379,3 +379,16 @@ async def test_a_bulk_feed_is_written_in_chunks_with_one_group(kernel: FakeKerne
     moved = await writer.apply(via(prefixes, B))
     assert moved.installed == 44_999 and moved.netlink_messages <= 5
     assert kernel.messages.count(rtnl.RTM_NEWROUTE) == 1
+
+
+async def test_withdraw_all_deletes_groups_before_reading_the_table_back(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    await writer.apply(via(vips(500), A) | via(vips(500, "10.65.0.0"), B))
+    kernel.messages.clear()
+
+    report = await writer.withdraw_all()
+
+    # Two group deletes remove the thousand routes; then the unused hop objects; no route delete.
+    assert report.removed == 1000 and not report.rejected
+    assert rtnl.RTM_DELROUTE not in kernel.messages
+    assert kernel.fib == {} and kernel.objects == {}
