@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from operator import itemgetter
 
 from bgp.rib.loc_rib import RibChange
 from bgp.rib.path import Path
 from controller.desired import Address, SelectionMode
 
 Hops = Callable[[Path | None, Sequence[Path]], tuple[Address, ...]]
+_OLD_BEST = itemgetter(1)  # RibChange.old_best, read in C (map)
 
 
 class InstalledCounts:
@@ -72,6 +74,20 @@ class InstalledCounts:
                     peers = seen[key] = tuple(self._peers(best, ecmp))
                 for peer_id in peers:
                     counts[peer_id] += step
+
+    def apply_removals(self, changes: Sequence[RibChange]) -> None:
+        """`apply` of changes that all remove the prefix (no new best path), counted in bulk: per
+        distinct old selection rather than per prefix (the paths of one peer are a few objects)."""
+        if not self._active_passive:
+            self.apply(changes)
+            return
+        olds = list(map(_OLD_BEST, changes))
+        paths = dict(zip(map(id, olds), olds, strict=True))  # in C: one entry per distinct Path
+        counts = self._counts
+        for ident, count in Counter(map(id, olds)).items():
+            old = paths[ident]
+            if old is not None and old.next_hop is not None:
+                counts[old.peer.peer_id] -= count
 
     def recount(self, selected: Iterable[tuple[Path | None, Sequence[Path]]]) -> None:
         """Counts from scratch: (best, ECMP set) of every prefix."""

@@ -48,6 +48,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from operator import itemgetter
 
 from bgp.api import (
     ConnectionRefused,
@@ -132,6 +133,8 @@ def persist_config(desired: RouteServerDesired) -> PersistConfig:
 
 
 MEMO_LIMIT = 65_536  # distinct best paths whose next hops are remembered (hops_function)
+BULK_REMOVAL = 10_000  # RoutesChanged at least this large that only remove take the bulk path
+_PREFIX, _NEW_BEST = itemgetter(0), itemgetter(2)  # RibChange fields, read in C (map)
 
 
 def hops_function(
@@ -544,16 +547,24 @@ class RouteServerRuntime:
 
     def _on_routes(self, event: RoutesChanged) -> None:
         hops = self._hops
-        items = [(c.prefix, hops(c.new_best, c.new_ecmp)) for c in event.changes]
-        self.installed.apply(event.changes)
+        rib_changes = event.changes
         peer = self.peers.get(event.peer_id)
         # Paths that left with their session (not withdrawn by UPDATE): persist grace, controller/fib.py.
         down_at = None
         if peer is not None and peer.bgp_state is not State.ESTABLISHED and self.fib.persist.enabled:
             down_at = self.loop.time()
         tally = MoveTally()
-        changes = self.fib.update_many(items, down_at, tally)
-        del items
+        if len(rib_changes) >= BULK_REMOVAL and list(map(_NEW_BEST, rib_changes)).count(None) == len(
+            rib_changes
+        ):
+            # Every prefix lost its last path (the only peer went down with its table): in bulk.
+            self.installed.apply_removals(rib_changes)
+            changes = self.fib.remove_many(list(map(_PREFIX, rib_changes)), down_at, tally)
+        else:
+            items = [(c.prefix, hops(c.new_best, c.new_ecmp)) for c in rib_changes]
+            self.installed.apply(rib_changes)
+            changes = self.fib.update_many(items, down_at, tally)
+            del items
         if down_at is not None:
             self._arm_persist_timer()
         if changes:

@@ -361,8 +361,12 @@ class NodeTableWriter:
             desired = self._desired
             # In C; the None entries (removals, few except on a withdraw) are deleted just below.
             desired.update(changes)  # type: ignore[arg-type]
-            for prefix in [p for p, entry in changes.items() if entry is None]:
-                del desired[prefix]
+            removals = list(changes.values()).count(None)
+            if removals and removals == len(desired):
+                desired.clear()  # every route we wanted goes (a withdraw-all): no loop over a million
+            elif removals:
+                for prefix in [p for p, entry in changes.items() if entry is None]:
+                    del desired[prefix]
             if not self._started:
                 await self._work(self._adopt)
             return await self._work(self._apply_locked, changes)

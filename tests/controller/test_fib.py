@@ -230,3 +230,42 @@ def test_the_tally_counts_additions_moves_and_losses_by_next_hop_set() -> None:
     tally = MoveTally()
     fib.update_many([(VIP, ()), (SVC, one_b)], tally=tally)  # SVC unchanged: not counted
     assert [(m.old, m.new, m.count) for m in tally.moves.values()] == [(one_b, (), 1)]
+
+
+def _host(n: int) -> int:
+    return prefix_key(ip_network(f"10.1.0.{n}/32"))
+
+
+def _removal_twins(persist: PersistConfig | None = None) -> tuple[Fib, Fib]:
+    twins = Fib(persist), Fib(persist)
+    for fib in twins:
+        fib.update_many([(VIP, (A,)), (SVC, (A,))] + [(_host(n), (B,)) for n in range(5)])
+        fib.sessions_changed(2, 0.0)
+    return twins
+
+
+def _report(tally: MoveTally) -> list[tuple[object, object, int]]:
+    return sorted((m.old, m.new, m.count) for m in tally.moves.values())
+
+
+def test_remove_many_matches_update_many_for_the_whole_fib_and_a_part() -> None:
+    everything = [VIP, SVC] + [_host(n) for n in range(5)]
+    unknown = prefix_key(ip_network("203.0.113.99/32"))
+    for prefixes in (everything, [VIP, _host(3), unknown]):
+        bulk, plain = _removal_twins()
+        bulk_tally, plain_tally = MoveTally(), MoveTally()
+        assert bulk.remove_many(prefixes, tally=bulk_tally) == plain.update_many(
+            [(p, ()) for p in prefixes], tally=plain_tally
+        )
+        assert bulk.entries() == plain.entries()
+        assert _report(bulk_tally) == _report(plain_tally)
+        assert all(m.first in prefixes for m in bulk_tally.moves.values())
+
+
+def test_remove_many_holds_routes_like_update_many_when_persisting() -> None:
+    persist = PersistConfig(enabled=True, duration_seconds=60)
+    bulk, plain = _removal_twins(persist)
+    for fib in (bulk, plain):
+        fib.sessions_changed(0, 1.0)  # every session down: Holding
+    assert bulk.remove_many([VIP, SVC], 1.0) == plain.update_many([(VIP, ()), (SVC, ())], 1.0) == {}
+    assert bulk.entries() == plain.entries() and VIP in bulk.entries()

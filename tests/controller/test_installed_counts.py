@@ -46,7 +46,11 @@ def _run(mode: SelectionMode, max_paths: int, script: list[Step]) -> None:
         peer = PEERS[peer_index]
         path = None if announce is None else _path(peer, *announce)
         prefixes = [p for i, p in enumerate(PREFIXES) if mask >> i & 1]
-        counts.apply(rib.update_many(peer, prefixes, path))
+        changes = rib.update_many(peer, prefixes, path)
+        if changes and all(c.new_best is None for c in changes):
+            counts.apply_removals(changes)  # the runtime's bulk path for a peer that went down
+        else:
+            counts.apply(changes)
     recounted = InstalledCounts(mode, hops_function(selection))
     recounted.recount((ecmp[0] if ecmp else None, ecmp) for _, ecmp in rib.selected())
     assert {p.peer_id: counts.get(p.peer_id) for p in PEERS} == {

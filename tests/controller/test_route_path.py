@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import AsyncIterator, Iterator
 from ipaddress import ip_address
 
 import pytest
 
+from bgp.api import RoutesChanged
+from bgp.fsm.events import TransitionReason
+from bgp.rib.path import Path
+from bgp.types import PathAttributes
 from controller.runtime import GC_YOUNG_THRESHOLD
+from controller.runtime.route_server import BULK_REMOVAL
 from tests.controller.builders import association, desired, peer, server
 from tests.controller.test_runtime import ALLOW, SVC, VIP, A, Harness
 
@@ -94,3 +100,33 @@ async def test_start_leaves_a_disabled_threshold_alone(gc_threshold: None) -> No
         assert gc.get_threshold() == (0, 10, 10)
     finally:
         await h.runtime.stop(keep_routes=True)
+
+
+async def test_a_peer_going_down_with_a_large_table_is_removed_in_bulk(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # More prefixes than BULK_REMOVAL, all behind the one peer that goes down: the bulk path
+    # (InstalledCounts.apply_removals, Fib.remove_many) must give what the per-prefix path gives.
+    spec = {**ALLOW, "importPolicy": {"allowedPrefixes": [{"prefix": "10.0.0.0/8", "le": 32}]}}
+    peers = [peer("a", "10.0.0.2", liveness="BGPKeepalive")]
+    await harness.runtime.apply(desired([server(**spec)], peers, [association("t")]))
+    speaker = harness.speaker
+    speaker.establish("a")
+    count = BULK_REMOVAL + 5
+    info = speaker._info("a")
+    path = Path(info, PathAttributes(next_hop=info.address))
+    keys = [((0x0A400000 + i) << 8) | 32 for i in range(count)]
+    speaker.publish(RoutesChanged("a", tuple(speaker.loc_rib.update_many(info, keys, path))))
+    await harness.settle()
+    assert len(harness.table().routes) == count
+    rs = harness.runtime.route_servers["vip"]
+    assert rs.installed.get("a") == count
+    caplog.set_level(logging.INFO, logger="controller")
+
+    speaker._down("a", TransitionReason.HOLD_TIMER_EXPIRED)
+    await harness.settle()
+
+    assert harness.table().routes == {} and rs.fib_entries() == {}
+    assert rs.installed.get("a") == 0
+    lost = [getattr(r, "fields", {}) for r in caplog.records if getattr(r, "event", "") == "routes_lost"]
+    assert [(f["prefixes"], f["example"]) for f in lost] == [(count, "10.64.0.0/32")]
