@@ -630,6 +630,8 @@ class NodeTableWriter:
 
     def _apply_locked(self, changes: RouteChanges, stale: Sequence[tuple[RouteKey, int]] = ()) -> WriteReport:
         with _gc_paused(len(changes)):
+            if not stale and len(changes) > _CHUNK and self._removes_everything(changes):
+                return self._remove_everything()
             if len(changes) <= _CHUNK or not self._routes.keys().isdisjoint(changes):
                 return self._apply_now(changes, stale)
             # Only new routes (a bulk feed): planned, sent and committed a chunk at a time, so the
@@ -646,6 +648,58 @@ class NodeTableWriter:
                 report.netlink_messages += done.netlink_messages
                 report.rejected.extend(done.rejected)
             return report
+
+    def _removes_everything(self, changes: RouteChanges) -> bool:
+        """Whether `changes` removes every route we hold, all of them on our groups (checked in C)."""
+        routes = self._routes
+        if not routes or self._direct or self._stale or not self._nexthop_objects:
+            return False
+        if list(changes.values()).count(None) != len(changes) or not routes.keys() <= changes.keys():
+            return False
+        return sum(group.users for group in self._groups.values()) == len(routes)
+
+    def _remove_everything(self) -> WriteReport:
+        """Every route goes, and every one points at a group of ours: one delete per group (the kernel
+        flushes the routes on it), nothing per route unless a delete is refused."""
+        report = WriteReport()
+        batch = Batch()
+        doomed = [gid for gid, group in self._groups.items() if group.users > 0]
+        for gid in doomed:
+            self._channel.add(batch, Op.NEXTHOP_DELETE, ("flush", gid), _builder_del_nexthop(gid))
+        report.netlink_messages = len(batch.messages)
+        before = len(self._routes)
+        result = self._channel.send(batch)
+        if result.lost:
+            self._commit_lost_flush()
+            report.removed = before - len(self._routes)
+            return report
+        refused = {
+            f.subject[1]: f
+            for f in result.failures
+            if isinstance(f.subject, tuple) and f.subject[0] == "flush" and f.errno != errno.ENOENT
+        }
+        if refused:
+            # Only the routes of refused groups stay (found by one pass over our records).
+            self._routes = {k: r for k, r in self._routes.items() if r.gid in refused}
+            for key, route in self._routes.items():
+                text = "delete: " + refused[route.gid].reason
+                report.rejected.append(Rejection(key, RejectReason.KERNEL_REFUSED, text))
+        else:
+            self._routes = {}
+        report.removed = before - len(self._routes)
+        for gid in doomed:
+            if gid not in refused:
+                del self._groups[gid]
+                self._group_states.pop(gid, None)
+                self._taken.discard(gid)
+        self._reindex_groups()
+        self._collect_garbage(report)
+        return report
+
+    def _commit_lost_flush(self) -> None:
+        """The kernel's answers to the group deletes were lost: read the table back instead."""
+        log.warning("netlink errors lost in a batch; re-reading table %d", self.table)
+        self._adopt()
 
     def _apply_now(self, changes: RouteChanges, stale: Sequence[tuple[RouteKey, int]]) -> WriteReport:
         report = WriteReport()

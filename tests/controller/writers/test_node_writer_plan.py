@@ -392,3 +392,30 @@ async def test_withdraw_all_deletes_groups_before_reading_the_table_back(kernel:
     assert report.removed == 1000 and not report.rejected
     assert rtnl.RTM_DELROUTE not in kernel.messages
     assert kernel.fib == {} and kernel.objects == {}
+
+
+async def test_removing_everything_deletes_each_group_and_nothing_per_route(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    on_a, on_ab = vips(15_000), vips(15_000, "10.65.0.0")
+    await writer.apply(via(on_a, A) | via(on_ab, A, B))
+    kernel.messages.clear()
+
+    report = await writer.apply(dict.fromkeys(on_a + on_ab))
+
+    assert report.removed == 30_000 and not report.rejected
+    assert rtnl.RTM_DELROUTE not in kernel.messages and kernel.fib == {}
+    assert writer.installed() == {} and kernel.objects == {}
+    again = await writer.apply(via(on_a[:1], B))  # the writer's picture is the kernel's
+    assert again.installed == 1 and kernel.gateways(TABLE, on_a[0], METRIC) == [str(B)]
+
+
+async def test_removing_everything_keeps_the_routes_of_a_refused_group(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    prefixes = vips(25_000)
+    await writer.apply(via(prefixes, A))
+    kernel.refuse_nexthop_deletes = True
+
+    report = await writer.apply(dict.fromkeys(prefixes))
+
+    assert report.removed == 0 and len(report.rejected) == 25_000
+    assert set(writer.installed()) == set(prefixes) == {p for (_t, p, _m) in kernel.fib}
