@@ -254,6 +254,7 @@ class NodeTableWriter:
         self._synced = False
         # Our picture of the kernel, rebuilt from it by _adopt.
         self._routes: dict[RouteKey, _Route] = {}
+        self._adopt_confirmed = 0  # records of ours a dump found again (_adopt_now)
         self._generation = 0  # bumped after every pass and absorbed notification (installed()'s cache)
         self._installed: tuple[int, Mapping[RouteKey, Hops]] | None = None
         self._direct: set[RouteKey] = set()  # routes with hop_id set (rare)
@@ -429,7 +430,11 @@ class NodeTableWriter:
     def _adopt_now(self) -> None:
         if self._nexthop_objects is None:
             self._nexthop_objects = self._kernel_has_nexthop_objects()
-        self._routes = {}
+        # Our route records are updated in place, not rebuilt: assigning to a key the dict has keeps
+        # that key object (the one the RIB and the FIB share), where a new dict would hold a million
+        # new ints decoded from the dump. Records the dump does not confirm are dropped below.
+        known = len(self._routes)
+        self._adopt_confirmed = 0
         self._direct.clear()
         self._group_states.clear()
         self._explicit_states.clear()
@@ -473,8 +478,26 @@ class NodeTableWriter:
                 self._tables_present.discard(family)
                 continue
             self._tables_present.add(family)
+        if self._adopt_confirmed < known:
+            self._drop_unconfirmed()
         self._reindex_groups()
         self._started = True
+
+    def _drop_unconfirmed(self) -> None:
+        """Some records of ours were not in the dump (removed behind our back): find them with a
+        second dump of keys only (rare: the kernel tells us of changes; this is the safety net)."""
+        present: set[RouteKey] = set()
+        for family in (socket.AF_INET, socket.AF_INET6):
+            if family not in self._tables_present:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                for route in self._channel.routes(family, self.table):
+                    if route.table == self.table and route.protocol == self.protocol:
+                        present.add(route.key)
+        present.difference_update(self._foreign)
+        present.difference_update(prefix for prefix, _metric in self._stale)
+        self._routes = {key: route for key, route in self._routes.items() if key in present}
+        self._direct.intersection_update(self._routes)
 
     def _adopt_route(self, kernel: rtnl.KernelRoute) -> None:
         if kernel.table != self.table:
@@ -489,8 +512,11 @@ class NodeTableWriter:
         if not ours:
             self._foreign.add(prefix)
             return
-        self._routes[prefix] = self._route_from_kernel(kernel)
-        if self._routes[prefix].hop_id is not None:
+        routes = self._routes
+        if prefix in routes:
+            self._adopt_confirmed += 1
+        state = routes[prefix] = self._route_from_kernel(kernel)
+        if state.hop_id is not None:
             self._direct.add(prefix)
 
     def _add_stale(self, prefix: RouteKey, metric: int, nh_id: int | None) -> None:

@@ -419,3 +419,18 @@ async def test_removing_everything_keeps_the_routes_of_a_refused_group(kernel: F
 
     assert report.removed == 0 and len(report.rejected) == 25_000
     assert set(writer.installed()) == set(prefixes) == {p for (_t, p, _m) in kernel.fib}
+
+
+async def test_a_resync_keeps_the_key_objects_and_restores_what_vanished(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    prefixes = vips(50)
+    await writer.apply(via(prefixes, A))
+    gone = prefixes[7]
+    del kernel.fib[(TABLE, gone, METRIC)]  # removed behind our back, and we were not told
+
+    report = await writer.resync(via(prefixes, A))
+
+    assert report.installed == 1 and kernel.gateways(TABLE, gone, METRIC) == [str(A)]
+    # The records are keyed by the objects we were given, not by the ints decoded from the dump.
+    by_value = {key: key for key in writer._routes}
+    assert all(by_value[p] is p for p in prefixes)
