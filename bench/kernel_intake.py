@@ -8,6 +8,7 @@ Receivers in `recv`, one at a time (interleaved per repetition):
 
     krs      `routeserver run -f` (RouteServer + RouteServerPeer for the feeder + RouteTableAssociation
              for table 100): speaker -> FIB -> NodeTableWriter, the product path end to end
+    krs-before  the same from another checkout (`--before DIR`): before/after in one run
     bird     BIRD bgp + kernel protocol (main table, one synchronous netlink request per route)
     frr      FRR bgpd + zebra (main table, zebra's dataplane thread, nexthop groups)
 
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import json
 import os
 import pstats
@@ -72,6 +74,7 @@ from tests.support.netns import Host, Lab, LabError
 from tests.support.route_server import Allow, NetnsThread, PeerSpec, RouteServerProcess, ServerSpec
 
 RECEIVERS = ("krs", "krs-before", "bird", "frr")
+_RUNS = itertools.count(1)
 REFERENCES = ("floor", "naive")
 KRS_TABLE = 100
 KRS_LOG_LEVEL = "WARNING"  # --krs-log-level
@@ -143,7 +146,7 @@ class KrsReceiver(Receiver):
             host,
             spec,
             log_level=KRS_LOG_LEVEL,
-            name="krs-intake",
+            name=f"krs-intake-{next(_RUNS)}",  # a log file per run: its warnings are this run's
             extra_args=extra,
             checkout=checkout or REPO_ROOT,
         )
@@ -688,10 +691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         {
             "machine": host_info,
             "arguments": vars(args)
-            | {
-                "profile": str(args.profile) if args.profile else None,
-                "tracemalloc": str(args.tracemalloc) if args.tracemalloc else None,
-            },
+            | {key: str(value) for key, value in vars(args).items() if isinstance(value, Path)},
             "runs": [asdict(r) for r in runs],
             "summary": [asdict(r) for r in rows],
         },
