@@ -205,6 +205,9 @@ class LocRib:
             del peers[peer_id]
             if not peers:
                 del self._next_hops[next_hop]
+        if not self._entries:
+            # A dict never shrinks as keys are deleted: the last peer's million slots would stay.
+            self._entries = {}
         return changes
 
     def reconfigure(self, options: DecisionOptions) -> list[RibChange]:
