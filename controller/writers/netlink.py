@@ -735,6 +735,12 @@ class NodeTableWriter:
         moves: dict[int | None, dict[tuple[NextHop, ...], list[tuple[RouteKey, _Route | None]]]] = (
             defaultdict(lambda: defaultdict(list))
         )
+        # Hashing a tuple of addresses or NextHops is Python code per element, once per route here.
+        # The FIB's gateway tuples and our hop sets are interned, so both lookups below go by the
+        # tuples' ids (alive for the whole pass, so an id is never reused within it); the hashing
+        # dicts are consulted once per distinct tuple.
+        by_gateways: tuple[dict[int, tuple[tuple[Address, ...], tuple[NextHop, ...]]], ...] = ({}, {})
+        buckets: dict[tuple[int | None, int], list[tuple[RouteKey, _Route | None]]] = {}
         routes = self._routes
         foreign = self._foreign
         direct = self._direct
@@ -758,10 +764,17 @@ class NodeTableWriter:
                     report.rejected.append(self._missing_table_rejection(prefix))
                     continue
             gateways = entry
-            memo = sets[version == 6]
-            hops = memo.get(gateways)
-            if hops is None:
-                hops = memo[gateways] = self._resolve_all(version, gateways)
+            cache = by_gateways[version == 6]  # per family: an IPv6 route drops IPv4 gateways
+            known = cache.get(id(gateways))
+            if known is not None and known[0] is gateways:
+                hops = known[1]
+            else:
+                memo = sets[version == 6]
+                found = memo.get(gateways)
+                if found is None:
+                    found = memo[gateways] = self._resolve_all(version, gateways)
+                hops = found
+                cache[id(gateways)] = (gateways, hops)
             if not hops:
                 report.rejected.append(
                     Rejection(
@@ -773,12 +786,15 @@ class NodeTableWriter:
                 if current is not None:
                     plan.removals.append((prefix, current))
                 continue
+            gid = None
             if current is not None:
                 if (current.hops is hops or current.hops == hops) and not (direct and prefix in direct):
                     continue
-                moves[current.gid][hops].append((prefix, current))
-            else:
-                moves[None][hops].append((prefix, None))
+                gid = current.gid
+            bucket = buckets.get((gid, id(hops)))
+            if bucket is None:
+                bucket = buckets[(gid, id(hops))] = moves[gid][hops]
+            bucket.append((prefix, current))
 
         if self._nexthop_objects:
             self._plan_groups(plan, moves)
