@@ -180,7 +180,8 @@ class PathAttributes:
 # Ints hash fast, sort by family then address, and cost ~32 bytes. Convert at the edges.
 
 PrefixKey = int
-_V6_FLAG = 1 << 136
+V6_KEY_FLAG = 1 << 136  # set in the keys of IPv6 prefixes (above the 128-bit address)
+_V6_FLAG = V6_KEY_FLAG
 
 
 def prefix_key(prefix: Prefix) -> PrefixKey:

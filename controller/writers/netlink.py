@@ -492,10 +492,15 @@ class NodeTableWriter:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 for route in self._channel.routes(family, self.table):
-                    if route.table == self.table and route.protocol == self.protocol:
-                        present.add(route.key)
-        present.difference_update(self._foreign)
-        present.difference_update(prefix for prefix, _metric in self._stale)
+                    # A record is a route of ours at our metric (_adopt_route): the same key at
+                    # another metric is a stale entry, not this record.
+                    key = route.key
+                    if (
+                        route.table == self.table
+                        and route.protocol == self.protocol
+                        and (route.metric or 0) == self._metric_for(key)
+                    ):
+                        present.add(key)
         self._routes = {key: route for key, route in self._routes.items() if key in present}
         self._direct.intersection_update(self._routes)
 

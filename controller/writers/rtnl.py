@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Protocol
 
+from bgp.types import V6_KEY_FLAG
+
 NETLINK_ROUTE = 0
 
 # Message types
@@ -148,7 +150,7 @@ def family_of(addr: Address | Prefix) -> int:
 # Routes are keyed like the Loc-RIB (bgp.types.PrefixKey): (address << 8) | length, IPv6 keys with
 # this flag above the 128-bit address. The writer encodes a route from its key without building an
 # ipaddress network, and the decoder reads a kernel route back into a key.
-V6_FLAG = 1 << 136
+V6_FLAG = V6_KEY_FLAG
 _V6_ADDRESS = (1 << 128) - 1
 
 

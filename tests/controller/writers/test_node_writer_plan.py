@@ -7,6 +7,7 @@ inspected message by message, and the kernel refuses on demand.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from ipaddress import IPv4Address, ip_address, ip_network
 
 import pytest
@@ -351,15 +352,19 @@ async def test_a_group_that_keeps_a_route_is_not_deleted(kernel: FakeKernel) -> 
     assert list(writer.installed()) == [prefixes[0]]
 
 
-async def test_a_refused_group_delete_keeps_its_routes_and_reports_them(kernel: FakeKernel) -> None:
+# 100: a group deleted inside a batch (_plan_flushes); 25,000: removing everything (_remove_everything).
+@pytest.mark.parametrize("count", [100, 25_000])
+async def test_a_refused_group_delete_keeps_its_routes_and_reports_them(
+    kernel: FakeKernel, count: int
+) -> None:
     writer = await started(kernel)
-    prefixes = vips(100)
+    prefixes = vips(count)
     await writer.apply(via(prefixes, A))
     kernel.refuse_nexthop_deletes = True
 
     report = await writer.apply(dict.fromkeys(prefixes))
 
-    assert report.removed == 0 and len(report.rejected) == 100
+    assert report.removed == 0 and len(report.rejected) == count
     assert {r.reason for r in report.rejected} == {RejectReason.KERNEL_REFUSED}
     assert set(writer.installed()) == set(prefixes) == {p for (_t, p, _m) in kernel.fib}
 
@@ -409,18 +414,6 @@ async def test_removing_everything_deletes_each_group_and_nothing_per_route(kern
     assert again.installed == 1 and kernel.gateways(TABLE, on_a[0], METRIC) == [str(B)]
 
 
-async def test_removing_everything_keeps_the_routes_of_a_refused_group(kernel: FakeKernel) -> None:
-    writer = await started(kernel)
-    prefixes = vips(25_000)
-    await writer.apply(via(prefixes, A))
-    kernel.refuse_nexthop_deletes = True
-
-    report = await writer.apply(dict.fromkeys(prefixes))
-
-    assert report.removed == 0 and len(report.rejected) == 25_000
-    assert set(writer.installed()) == set(prefixes) == {p for (_t, p, _m) in kernel.fib}
-
-
 async def test_a_resync_keeps_the_key_objects_and_restores_what_vanished(kernel: FakeKernel) -> None:
     writer = await started(kernel)
     prefixes = vips(50)
@@ -434,3 +427,19 @@ async def test_a_resync_keeps_the_key_objects_and_restores_what_vanished(kernel:
     # The records are keyed by the objects we were given, not by the ints decoded from the dump.
     by_value = {key: key for key in writer._routes}
     assert all(by_value[p] is p for p in prefixes)
+
+
+async def test_a_resync_keeps_a_record_whose_key_also_has_a_stale_route(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    prefixes = vips(3)
+    await writer.apply(via(prefixes, A))
+    twin = prefixes[0]  # ours at our metric, and (behind our back) ours at another metric too
+    kernel.fib[(TABLE, twin, METRIC + 1)] = replace(kernel.fib[(TABLE, twin, METRIC)], metric=METRIC + 1)
+    del kernel.fib[(TABLE, prefixes[2], METRIC)]  # and one route gone: the unconfirmed-records pass runs
+
+    report = await writer.resync(via(prefixes, A))
+
+    # The twin's record stands (no create over it, which the kernel would refuse as someone
+    # else's); its stale copy is removed and the vanished route written again.
+    assert not report.rejected and report.installed == 1
+    assert {(p, m) for (_t, p, m) in kernel.fib} == {(p, METRIC) for p in prefixes}
