@@ -17,7 +17,9 @@ How state flows (level-triggered, DESIGN §7.6):
 - A periodic full pass (`resync_interval`, and once before the first submit) LISTs the three kinds
   and replaces the store with what exists; kopf's watch events update it in between. An event
   newer than the listing that started before it wins over that listing (a key changed or deleted
-  while the LIST was in flight keeps the event's version).
+  while the LIST was in flight keeps the event's version). kopf LISTs on its own before it watches,
+  so each start of kopf's watches is followed by two more listings of ours (an object deleted
+  between our listing and kopf's is in neither kopf's listing nor its events).
 - Every change marks the store dirty; one submitter task debounces (`debounce` s), translates off
   the loop and submits. The agent coalesces, and the runtime leaves unchanged sessions alone, so a
   burst of 1,000 object changes costs a few translations and touches nothing that did not change.
@@ -91,6 +93,8 @@ WATCH_CONNECT_TIMEOUT = 5.0
 WATCH_SERVER_TIMEOUT = 300  # an integer: the API server refuses "300.0"
 WATCH_CLIENT_TIMEOUT = 330.0
 RETRY_MIN, RETRY_MAX = 1.0, 30.0
+# After kopf's watches start, wait this long, then LIST; then this long again (_relist_after_kopf_listed).
+KOPF_LISTING_RELISTS = (2.0, 10.0)
 KOPF_STOP_TIMEOUT = 10.0
 MAX_PAUSE = 2.0  # the longest wait between two translations during a burst
 RELEASE_CHECK_TIMEOUT = 3.0  # seconds; within the pod's termination grace
@@ -583,7 +587,13 @@ class OperatorSource:
                         ready_flag=self._kopf_ready,
                     )
                 )
-                done, _ = await asyncio.wait(roots, return_when=asyncio.FIRST_COMPLETED)
+                relists = asyncio.get_running_loop().create_task(
+                    self._relist_after_kopf_listed(), name="operator-relist-after-kopf"
+                )
+                try:
+                    done, _ = await asyncio.wait(roots, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    await cancel_and_wait([relists])
                 for task in done:
                     error = None if task.cancelled() else task.exception()
                     if error is not None:
@@ -689,22 +699,36 @@ class OperatorSource:
             if not due and self.watch_age() < probe:
                 continue
             last_list = time.monotonic()
-            try:
-                if await self._list_all():
-                    logs.event(
-                        log,
-                        logging.INFO,
-                        "resync_changed",
-                        "the full listing found changes the watches had not delivered",
-                    )
-                    self._dirty.set()
-            except Exception as exc:
-                self._list_failed(exc, retry_seconds=self.options.resync_interval)
+            await self._relist(retry_seconds=self.options.resync_interval)
             try:
                 await self._read_node()
                 self._dirty.set()  # cheap: an unchanged state is a no-op in the runtime
             except Exception as exc:
                 self._node_read_failed(exc)
+
+    async def _relist_after_kopf_listed(self) -> None:
+        """kopf LISTs each kind itself before it watches, and reports only what changes after its own
+        listing: an object deleted between our first listing and kopf's is neither in kopf's listing
+        nor in its events, and would stay in the store (its routes installed) until the next full
+        pass. A listing of ours after kopf's closes that window: one a few seconds after kopf's
+        watches start, and a later one in case kopf's first LIST was slow."""
+        for delay in KOPF_LISTING_RELISTS:
+            await asyncio.sleep(delay)
+            await self._relist(retry_seconds=None)
+
+    async def _relist(self, retry_seconds: float | None) -> None:
+        """One full listing; what it finds that the watches had not delivered is translated."""
+        try:
+            if await self._list_all():
+                logs.event(
+                    log,
+                    logging.INFO,
+                    "resync_changed",
+                    "the full listing found changes the watches had not delivered",
+                )
+                self._dirty.set()
+        except Exception as exc:
+            self._list_failed(exc, retry_seconds=retry_seconds)
 
     async def _secret_reader(self) -> None:
         while True:

@@ -244,7 +244,7 @@ class RouteServerProcess:
         *,
         resync_interval: float | None = None,
         admin_port: int = ADMIN_PORT,
-        log_level: str = "INFO",
+        log_level: str | None = None,
         extra_args: Sequence[str] = (),
         name: str = "routeserver",
         checkout: Path = REPO_ROOT,
@@ -256,7 +256,8 @@ class RouteServerProcess:
         self.config = host.workdir / f"{name}.yaml"
         self.resync_interval = resync_interval
         self.admin_port = admin_port
-        self.log_level = log_level
+        # KRS_TEST_LOG_LEVEL=DEBUG: every route server of a run logs at that level (debugging a flake).
+        self.log_level = log_level or os.environ.get("KRS_TEST_LOG_LEVEL", "INFO")
         self.extra_args = list(extra_args)
         self.name = name
         self.proc: ManagedProcess | None = None
