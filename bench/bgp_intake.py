@@ -86,22 +86,61 @@ RECEIVERS = ("krs", "bird", "bird+kernel", "frr", "gobgp", "exabgp")
 BASELINE = "bird+kernel"  # the issue's reference: BIRD all the way into the kernel
 
 
-def prefix(index: int) -> str:
-    address = FIRST_PREFIX + index
-    return f"{address >> 24}.{(address >> 16) & 255}.{(address >> 8) & 255}.{address & 255}/32"
+def prefix(index: int, length: int = 32, base: int = FIRST_PREFIX) -> str:
+    """The `index`-th /`length` from `base` (consecutive addresses for /32s)."""
+    address = base + (index << (32 - length))
+    return f"{address >> 24}.{(address >> 16) & 255}.{(address >> 8) & 255}.{address & 255}/{length}"
+
+
+SHAPES = ("slash32", "dfz")
+# The IPv4 DFZ's prefix-length mix (per mille; /24 the most common, then /22, /23, /21, /20, ...; the
+# long tail below /16 folded into /16), as the full table has looked for years. The bench may only
+# use 10.0.0.0/8, which holds 65,536 /24s, so the mix is moved 8 bits down: a DFZ /24 is a /32 here,
+# a /16 is a /24. The relative shape of the table (how the lengths nest and how dense each level is)
+# is the full table's, in a space 256 times smaller.
+DFZ_MIX = {24: 590, 23: 100, 22: 124, 21: 44, 20: 42, 19: 29, 18: 13, 17: 8, 16: 50}
+DFZ_SHIFT = 8
+
+
+def dfz_counts(count: int) -> dict[int, int]:
+    """Prefixes per length (10.0.0.0/8 lengths, DFZ_MIX moved by DFZ_SHIFT) summing to `count`."""
+    total = sum(DFZ_MIX.values())
+    counts = {length + DFZ_SHIFT: count * share // total for length, share in DFZ_MIX.items()}
+    counts[24 + DFZ_SHIFT] += count - sum(counts.values())  # rounding goes to the most common length
+    return counts
+
+
+def shaped_prefixes(count: int, shape: str) -> list[str]:
+    """`count` distinct IPv4 prefixes in 10.0.0.0/8: /32s upwards from 10.0.0.0 ("slash32"), or the
+    DFZ's length mix ("dfz"), each length spread over the whole /8 by an odd stride (so prefixes of
+    different lengths nest as in a real table), in a deterministic order."""
+    if shape == "slash32":
+        return [prefix(i) for i in range(count)]
+    if shape != "dfz":
+        raise ValueError(f"unknown shape {shape!r} (one of {', '.join(SHAPES)})")
+    out: list[str] = []
+    for length, n in dfz_counts(count).items():
+        slots = 1 << (length - 8)  # prefixes of this length in a /8
+        if n > slots:
+            raise ValueError(f"{n} /{length}s do not fit in 10.0.0.0/8")
+        stride = 2_654_435_761 % slots | 1  # odd, so i * stride mod slots is a bijection
+        out.extend(prefix(i * stride % slots, length) for i in range(n))
+    return out
 
 
 # -- the feeder ------------------------------------------------------------------------------------
 
 
 class BirdFeeder(BirdDaemon):
-    """BIRD originating `count` static /32s to one neighbour; the session starts disabled."""
+    """BIRD originating `count` static routes (/32s, or the DFZ's length mix) to one neighbour; the
+    session starts disabled."""
 
     kind = "bird-feeder"
 
-    def __init__(self, host: Host, count: int) -> None:
+    def __init__(self, host: Host, count: int, shape: str = "slash32") -> None:
         super().__init__(host, asn=FEEDER_ASN, router_id=FEEDER_ADDRESS)
         self.count = count
+        self.shape = shape
         self.control: BirdControl | None = None
 
     def render(self) -> str:
@@ -111,7 +150,7 @@ class BirdFeeder(BirdDaemon):
             "protocol device { scan time 60; }",
             "protocol static feed4 {",
             "  ipv4;",
-            *(f"  route {prefix(i)} blackhole;" for i in range(self.count)),
+            *(f"  route {p} blackhole;" for p in shaped_prefixes(self.count, self.shape)),
             "}",
             "protocol bgp peer_0 {",
             "  disabled;",

@@ -59,14 +59,15 @@ if __package__ in (None, ""):  # run as a script: make `bench`, `controller` and
 from bench.bgp_intake import (
     FEEDER_ADDRESS,
     FEEDER_ASN,
-    FIRST_PREFIX,
     RECEIVER_ADDRESS,
     RECEIVER_ASN,
+    SHAPES,
     BirdFeeder,
     BirdReceiver,
     FrrReceiver,
     Receiver,
     bird_state,
+    shaped_prefixes,
 )
 from bench.common import REPO_ROOT, machine, markdown_table, median, write_results
 from controller.writers import rtnl
@@ -78,6 +79,7 @@ _RUNS = itertools.count(1)
 REFERENCES = ("floor", "naive")
 KRS_TABLE = 100
 KRS_LOG_LEVEL = "WARNING"  # --krs-log-level
+SHAPE = "slash32"  # --shape: the feed's prefix lengths (bench/bgp_intake.py shaped_prefixes)
 BEFORE: Path | None = None  # --before: the checkout krs-before runs
 FLOOR_TABLE = 101
 NAIVE_TABLE = 102
@@ -406,7 +408,7 @@ def _after_load(
 
 
 def _prefixes(count: int) -> list[IPv4Network]:
-    return [IPv4Network((FIRST_PREFIX + i, 32)) for i in range(count)]
+    return [IPv4Network(p) for p in shaped_prefixes(count, SHAPE)]
 
 
 async def _floor(count: int) -> dict[str, Any]:
@@ -451,6 +453,7 @@ def inside_main(args: argparse.Namespace) -> int:
 def reference(host: Host, kind: str, count: int, repetition: int) -> Run:
     run = Run(kind, count, repetition)
     argv = [sys.executable, "-m", "bench.kernel_intake", "--inside", kind, "--count", str(count)]
+    argv += ["--shape", SHAPE]
     done = host.run(*argv, check=False, timeout=600)
     if done.returncode != 0:
         run.error = done.stderr.strip()[-500:]
@@ -607,6 +610,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--krs-log-level", default="WARNING", help="our route server's log level")
     parser.add_argument(
+        "--shape",
+        choices=SHAPES,
+        default="slash32",
+        help="the feed: /32s from 10.0.0.0 (slash32) or the full table's prefix-length mix (dfz)",
+    )
+    parser.add_argument(
         "--before",
         type=Path,
         help="another checkout of this repository (git worktree add DIR COMMIT): receiver krs-before runs it",
@@ -614,10 +623,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--inside", choices=REFERENCES, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    global KRS_LOG_LEVEL, BEFORE, SHAPE
+    SHAPE = args.shape
     if args.inside:
         return inside_main(args)
 
-    global KRS_LOG_LEVEL, BEFORE
     KRS_LOG_LEVEL = args.krs_log_level
     BEFORE = args.before.resolve() if args.before else None
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s]
@@ -635,7 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         thread = NetnsThread(recv.netns)
         try:
             for count in sizes:
-                feeder = BirdFeeder(feed, count) if any(n in RECEIVERS for n in names) else None
+                feeder = BirdFeeder(feed, count, SHAPE) if any(n in RECEIVERS for n in names) else None
                 if feeder is not None:
                     feeder.start()
                 try:

@@ -113,6 +113,26 @@ class TableRuntime:
         passes = self.passes
         return {prefix: hops for prefix, hops in entries.items() if passes(prefix)}
 
+    # -- what the writer follows (controller/writers/base.py WantedRoutes) -------------------------
+
+    def get(self, prefix: RouteKey) -> Hops | None:
+        """The next hops the writer should keep for `prefix` now (it repairs drift with this)."""
+        adopted = self._adopted
+        if adopted is not None and prefix in adopted:
+            # Restart deferral: an adopted route stays as installed until end_deferral's resync.
+            return self.writer.installed_route(prefix) if self.writer is not None else None
+        if not self.passes(prefix):
+            return None
+        return self.owner.fib_entries().get(prefix)
+
+    def snapshot(self) -> dict[RouteKey, Hops]:
+        """Everything the table should hold now: the FIB (filtered), adopted routes as installed."""
+        desired = dict(self.desired_hops())
+        if self._adopted is not None and self.writer is not None:
+            installed = self.writer.installed()
+            desired.update({p: installed[p] for p in self._adopted if p in installed})
+        return desired
+
     def push(self, changes: RouteChanges) -> None:
         if self.filter is None:
             added = bool(changes)
@@ -199,6 +219,7 @@ class TableRuntime:
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
         writer = self._factory(self.desired)
+        writer.follow(self)  # it asks us (the FIB) when it repairs: no second copy of every route
         await writer.start()
         self.writer = writer
         installed = writer.installed()

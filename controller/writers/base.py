@@ -49,6 +49,22 @@ class WriteReport:
     rejected: list[Rejection] = field(default_factory=list)
 
 
+class WantedRoutes(Protocol):
+    """What a table should hold now, as its owner (the runtime's table, reading the FIB) knows it.
+
+    A writer that follows it reads it when it repairs drift, instead of keeping its own copy of
+    every route it was given (a million-route FIB would be held twice).
+    """
+
+    def get(self, prefix: RouteKey) -> Hops | None:
+        """The next hops `prefix` should have (None: no route of ours should be there)."""
+        ...
+
+    def snapshot(self) -> Mapping[RouteKey, Hops]:
+        """Every route the table should hold, as a mapping the caller may keep (a copy)."""
+        ...
+
+
 class RouteWriter(Protocol):
     """A FIB target, driven by one table of the runtime.
 
@@ -59,8 +75,11 @@ class RouteWriter(Protocol):
     - `installed`: what is programmed now, as read back (key -> next hops).
     - `installed_route`: the same for one prefix (None: no route of ours), without building the
       whole mapping (the per-route view, controller/runtime/routes.py, reads it once per route).
+    - `follow`: read what the table should hold from its owner when repairing (no copy of it kept).
     - `close`: release the target, leaving its routes as they are.
     """
+
+    def follow(self, wanted: WantedRoutes) -> None: ...
 
     async def start(self) -> WriteReport: ...
 
@@ -81,5 +100,6 @@ __all__ = [
     "RejectReason",
     "Rejection",
     "RouteWriter",
+    "WantedRoutes",
     "WriteReport",
 ]

@@ -50,7 +50,7 @@ from typing import TypeVar
 from bgp.types import key_str
 from controller.desired import Address, Hops, RouteChanges, RouteKey
 from controller.writers import rtnl
-from controller.writers.base import Rejection, RejectReason, WriteReport
+from controller.writers.base import Rejection, RejectReason, WantedRoutes, WriteReport
 from controller.writers.rtnl import Batch, NetlinkChannel, NextHop, Op, SendResult, canonical
 
 log = logging.getLogger(__name__)
@@ -249,8 +249,10 @@ class NodeTableWriter:
                 raise
         self._lock = asyncio.Lock()
         self._started = False
-        # What the controller wants, and whether that is the whole FIB (after one resync).
+        # What the controller wants, and whether that is the whole FIB (after one resync). A writer
+        # that follows its owner (`follow`) keeps no copy: it asks the owner when it repairs.
         self._desired: dict[RouteKey, Hops] = {}
+        self._wanted: WantedRoutes | None = None
         self._synced = False
         # Our picture of the kernel, rebuilt from it by _adopt.
         self._routes: dict[RouteKey, _Route] = {}
@@ -352,6 +354,13 @@ class NodeTableWriter:
             self._task = self._loop.create_task(self._background(), name=f"node-writer-{self.table}")
         return WriteReport()
 
+    def follow(self, wanted: WantedRoutes) -> None:
+        """From now on, repairs read what the table should hold from `wanted` (its owner, which has
+        the FIB): no copy of every route is kept here. Until the next resync, what was applied
+        before still counts as not yet the whole picture (removals wait for that resync)."""
+        self._wanted = wanted
+        self._desired = {}
+
     async def apply(self, changes: RouteChanges) -> WriteReport:
         """Program what changed (None removes), in one batch; rejections never stop the others.
 
@@ -359,6 +368,10 @@ class NodeTableWriter:
         the caller must not change it until this returns (TableRuntime hands over its pending dict).
         """
         async with self._lock:
+            if self._wanted is not None:  # the owner has what we were given: nothing to record
+                if not self._started:
+                    await self._work(self._adopt)
+                return await self._work(self._apply_locked, changes)
             desired = self._desired
             # In C; the None entries (removals, few except on a withdraw) are deleted just below.
             desired.update(changes)  # type: ignore[arg-type]
@@ -375,16 +388,19 @@ class NodeTableWriter:
     async def resync(self, desired: Mapping[RouteKey, Hops]) -> WriteReport:
         """Make the table match `desired` exactly (for what we own): restore, fix, remove stale."""
         async with self._lock:
-            self._desired = dict(desired)
+            copy = dict(desired)  # the worker thread reads it while the caller's FIB moves on
+            if self._wanted is None:
+                self._desired = copy
             self._synced = True
             self._events.clear()
             self._full_pass = False
-            return await self._work(self._resync_locked, self._desired, True)
+            return await self._work(self._resync_locked, copy, True)
 
     async def withdraw_all(self) -> WriteReport:
         """Remove every route and nexthop object we own for this table; nothing else."""
         async with self._lock:
             self._desired = {}
+            self._wanted = None  # nothing is wanted any more, whatever the owner's FIB holds
             self._synced = True
             return await self._work(self._withdraw_all_locked)
 
@@ -1220,12 +1236,16 @@ class NodeTableWriter:
             events, self._events = self._events, []
             full = full or self._full_pass
             self._full_pass = False
+            wanted = self._wanted
             if full:
-                return await self._work(self._resync_locked, dict(self._desired), self._synced)
+                desired = wanted.snapshot() if wanted is not None else dict(self._desired)  # copies
+                return await self._work(self._resync_locked, desired, self._synced)
+            lookup = wanted.get if wanted is not None else self._desired.get
             changes: dict[RouteKey, Hops | None] = {}
             for prefix in self._absorb(events):
-                if prefix in self._desired:
-                    changes[prefix] = self._desired[prefix]
+                hops = lookup(prefix)
+                if hops is not None:
+                    changes[prefix] = hops
                 elif self._synced and prefix in self._routes:
                     changes[prefix] = None
             if not changes:

@@ -36,7 +36,7 @@ from controller.desired import (
     SpeakerSettings,
     TableDesired,
 )
-from controller.writers.base import Rejection, RejectReason, WriteReport
+from controller.writers.base import Rejection, RejectReason, WantedRoutes, WriteReport
 
 
 class FakeSpeaker:
@@ -227,6 +227,7 @@ class FakeWriter:
     resync_seconds: float = 0.0  # how long each resync takes
     unreachable: set[Address] = field(default_factory=set)
     written: asyncio.Event = field(default_factory=asyncio.Event)
+    wanted: WantedRoutes | None = None  # the table it follows
 
     async def start(self) -> WriteReport:
         return WriteReport()
@@ -250,6 +251,9 @@ class FakeWriter:
         report = WriteReport(removed=len(self.routes))
         self.routes.clear()
         return report
+
+    def follow(self, wanted: WantedRoutes) -> None:
+        self.wanted = wanted
 
     def installed(self) -> Mapping[RouteKey, Hops]:
         return dict(self.routes)

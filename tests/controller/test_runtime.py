@@ -281,6 +281,10 @@ async def test_table_prefix_filter_and_filter_change(harness: Harness) -> None:
     await harness.settle()
     writer = harness.table()
     assert writer.routes == {VIP: (A,)}
+    # What the writer follows when it repairs (no copy of its own): the FIB through the filter.
+    wanted = writer.wanted
+    assert wanted is harness.runtime.route_server("vip").tables["t"]
+    assert (wanted.get(VIP), wanted.get(SVC), dict(wanted.snapshot())) == ((A,), None, {VIP: (A,)})
     await harness.runtime.apply(desired([server(**ALLOW)], peers, [association("t")]))  # filter removed
     await harness.settle()
     assert writer.routes == {VIP: (A,), SVC: (A,)}
@@ -722,6 +726,10 @@ async def test_restart_defers_adopted_prefixes_until_every_peer_sent_end_of_rib(
     speaker.announce("fw-b", "203.0.113.20/32")  # not adopted: written at once
     await harness.settle()
     assert writer.routes == {VIP: (A,), SVC: (B,)}
+    # A repair meanwhile keeps the adopted route as installed, not the FIB's (via B) yet.
+    assert writer.wanted is not None
+    assert (writer.wanted.get(VIP), writer.wanted.get(SVC)) == ((A,), (B,))
+    assert dict(writer.wanted.snapshot()) == {VIP: (A,), SVC: (B,)}
     speaker.publish(EndOfRib("fw-b", IPV4_UNICAST))
     speaker.establish("fw-a")
     speaker.announce("fw-a", "203.0.113.10/32", path_length=1)

@@ -443,3 +443,55 @@ async def test_a_resync_keeps_a_record_whose_key_also_has_a_stale_route(kernel: 
     # else's); its stale copy is removed and the vanished route written again.
     assert not report.rejected and report.installed == 1
     assert {(p, m) for (_t, p, m) in kernel.fib} == {(p, METRIC) for p in prefixes}
+
+
+class Owner:
+    """What a following writer reads (controller/writers/base.py WantedRoutes): a plain FIB dict."""
+
+    def __init__(self, routes: dict[RouteKey, Hops]) -> None:
+        self.routes = routes
+
+    def get(self, prefix: RouteKey) -> Hops | None:
+        return self.routes.get(prefix)
+
+    def snapshot(self) -> dict[RouteKey, Hops]:
+        return dict(self.routes)
+
+
+async def test_a_following_writer_keeps_no_copy_and_repairs_from_its_owner(kernel: FakeKernel) -> None:
+    prefixes = vips(3)
+    owner = Owner(via(prefixes, A))
+    writer = await started(kernel)
+    writer.follow(owner)
+    await writer.resync(owner.routes)
+    await writer.apply(via(vips(2, "10.65.0.0"), B))
+    assert writer._desired == {}  # the owner has it all
+
+    # The owner moved on (a change not yet applied); someone deletes our route: the repair writes
+    # what the owner wants now. A route of ours the owner no longer wants goes.
+    owner.routes[prefixes[0]] = (C,)
+    del owner.routes[prefixes[1]]
+    deleted = kernel.fib.pop((TABLE, prefixes[0], METRIC))
+    kernel.add_foreign(TABLE, prefixes[1], METRIC, C)  # `ip route replace ... proto <ours>` by hand
+    changed = kernel.fib[(TABLE, prefixes[1], METRIC)] = replace(
+        kernel.fib[(TABLE, prefixes[1], METRIC)], protocol=writer.protocol
+    )
+    writer._events = [(False, deleted), (True, changed)]
+    report = await writer._repair(full=False)
+    assert report is not None
+    assert kernel.gateways(TABLE, prefixes[0], METRIC) == [str(C)]
+    assert (TABLE, prefixes[1], METRIC) not in kernel.fib
+
+    # A full pass (lost notifications) takes the owner's whole snapshot: what it never wanted goes.
+    report = await writer._repair(full=True)
+    assert report is not None
+    assert set(writer.installed()) == set(owner.routes)
+    assert kernel.gateways(TABLE, prefixes[2], METRIC) == [str(A)]
+
+    # withdraw_all stops following: nothing is wanted any more, whatever the owner still holds.
+    await writer.withdraw_all()
+    kernel.add_foreign(TABLE, prefixes[2], METRIC, B)
+    theirs = kernel.fib.pop((TABLE, prefixes[2], METRIC))
+    writer._events = [(False, theirs)]
+    assert await writer._repair(full=False) is None
+    assert kernel.fib == {}

@@ -41,6 +41,7 @@ from typing import Any
 import pytest
 
 from controller.operator.sessions import session_name, session_object
+from controller.operator.source import KOPF_LISTING_RELISTS
 from tests.support.helm import FULLNAME, NAMESPACE, Helm
 from tests.support.netns import Lab, wait_until
 from tests.support.operator_lab import AgentProcess, Cluster, cluster_fixture
@@ -373,8 +374,10 @@ def no_config_list(run: Run) -> None:
 
 
 def no_config_watch(run: Run) -> None:
-    """Served from the full listing, but changes wait for the next one (a minute when quiet)."""
+    """Served from the full listings (at start, and two more after kopf's watches start), but a change
+    after those waits for the next one (a minute when quiet)."""
     serves(run)  # the initial listing
+    time.sleep(sum(KOPF_LISTING_RELISTS) + 2)  # the listings after kopf's start are done
     run.cluster.apply([PeerSpec(f"{run.peers[0]}-late", "10.0.9.3", 65003).document(run.rs)])
     run.never(lambda: f"{run.peers[0]}-late" in run.served_peers(), "the peer added later applied")
     run.logged(r"403|[Ff]orbidden")
