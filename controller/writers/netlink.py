@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import errno
 import gc
+import itertools
 import logging
 import socket
 import zlib
@@ -185,7 +186,9 @@ class _Plan:
     """What one batch will do, to commit (or undo) per object once the kernel has answered."""
 
     batch: Batch = field(default_factory=Batch)
-    routes: list[_Planned] = field(default_factory=list)
+    routes: list[_Planned] = field(default_factory=list)  # replaces of routes we hold
+    # Creates, one run per hop set and group: committed in bulk when the kernel refused nothing.
+    created: list[tuple[list[RouteKey], tuple[NextHop, ...], int | None]] = field(default_factory=list)
     rewrites: dict[int, tuple[_Group, _Group, list[tuple[RouteKey, _Route]]]] = field(default_factory=dict)
     new_hops: dict[int, NextHop] = field(default_factory=dict)
     new_groups: set[int] = field(default_factory=set)
@@ -686,10 +689,11 @@ class NodeTableWriter:
             # Batches that move or remove routes stay whole: a group rewrite or a group delete
             # (O(1) messages for any number of routes) needs the whole picture.
             report = WriteReport()
-            keys = list(changes)
-            for start in range(0, len(keys), _CHUNK):
-                part = {key: changes[key] for key in keys[start : start + _CHUNK]}
-                done = self._apply_now(part, stale if start == 0 else ())
+            items = iter(changes.items())
+            first = True
+            while part := dict(itertools.islice(items, _CHUNK)):  # in C, a chunk at a time
+                done = self._apply_now(part, stale if first else ())
+                first = False
                 report.installed += done.installed
                 report.removed += done.removed
                 report.netlink_messages += done.netlink_messages
@@ -902,6 +906,7 @@ class NodeTableWriter:
             if removed.gid is not None:
                 leaving[removed.gid] += 1
         targeted = {target for _p, _c, _h, target in plan.routes}
+        targeted.update(target for _prefixes, _hops, target in plan.created)
         targeted.update(plan.rewrites)
         targeted.update(plan.new_groups)
         for gid, count in leaving.items():
@@ -979,15 +984,20 @@ class NodeTableWriter:
         append = plan.batch.messages.append
         subjects = plan.batch.subjects
         planned = plan.routes.append
+        created: list[RouteKey] = []
+        create = created.append
         for prefix, current in members:
             seq = next_seq()
             if current is not None:
                 append(encode(REPLACE, seq, prefix, gid, hops))
                 subjects[seq] = (Op.ROUTE_REPLACE, prefix)
+                planned((prefix, current, hops, gid))
             else:
                 append(encode(CREATE, seq, prefix, gid, hops))
                 subjects[seq] = (Op.ROUTE_CREATE, prefix)
-            planned((prefix, current, hops, gid))
+                create(prefix)
+        if created:
+            plan.created.append((created, hops, gid))
 
     # -- commit -----------------------------------------------------------------------------------
 
@@ -1048,7 +1058,23 @@ class NodeTableWriter:
 
         groups = self._groups
         routes = self._routes
-        for prefix, current, hops, target in plan.routes:
+        one_by_one: list[_Planned] = plan.routes
+        for created, hops, target in plan.created:
+            root = None
+            if group_cause or hop_cause:
+                root = group_cause.get(target) if target is not None else _first_cause(hops, hop_cause)
+            if root is not None or route_fail:
+                one_by_one = [*one_by_one, *((prefix, None, hops, target) for prefix in created)]
+                continue
+            # The kernel took every route of the run (a bulk feed): one record for all, set in C.
+            pointed = groups.get(target) if target is not None else None
+            actual = pointed.members if pointed is not None else hops
+            state = self._state(actual, target if pointed is not None else None)
+            routes.update(dict.fromkeys(created, state))
+            if pointed is not None:
+                pointed.users += len(created)
+            report.installed += len(created)
+        for prefix, current, hops, target in one_by_one:
             refused = route_fail.get(prefix) if route_fail else None
             root = None
             if group_cause or hop_cause:
@@ -1110,6 +1136,8 @@ class NodeTableWriter:
         self._adopt()
         known = {f.subject: f for f in result.failures}
         wanted = {prefix: hops for prefix, _current, hops, _gid in plan.routes}
+        for created, hops, _gid in plan.created:
+            wanted.update(dict.fromkeys(created, hops))
         for _before, after, moved in plan.rewrites.values():
             wanted.update((prefix, after.members) for prefix, _route in moved)
         for prefix, hops in wanted.items():
