@@ -51,6 +51,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,10 @@ from tests.support.daemons.krs import KrsNeighbor, KrsSpeaker
 from tests.support.netns import Host, Lab, LabError
 
 FEEDER_ADDRESS, RECEIVER_ADDRESS = "198.51.100.1", "198.51.100.2"
+# The IPv6 feed (--shape ipv6): the link carries these too, the routes come from 2001:db8::/33.
+FEEDER_ADDRESS6, RECEIVER_ADDRESS6 = "2001:db8:ffff::1", "2001:db8:ffff::2"
+FIRST_PREFIX6 = int(IPv6Address("2001:db8::"))
+FEEDER_FAMILIES: tuple[str, ...] = ("ipv4",)  # the families the receivers negotiate with the feeder
 FEEDER_ASN, RECEIVER_ASN = 65001, 65002
 FIRST_PREFIX = 10 << 24  # 10.0.0.0
 RECEIVERS = ("krs", "bird", "bird+kernel", "frr", "gobgp", "exabgp")
@@ -92,7 +97,7 @@ def prefix(index: int, length: int = 32, base: int = FIRST_PREFIX) -> str:
     return f"{address >> 24}.{(address >> 16) & 255}.{(address >> 8) & 255}.{address & 255}/{length}"
 
 
-SHAPES = ("slash32", "dfz")
+SHAPES = ("slash32", "dfz", "ipv6")
 # The IPv4 DFZ's prefix-length mix (per mille; /24 the most common, then /22, /23, /21, /20, ...; the
 # long tail below /16 folded into /16), as the full table has looked for years. The bench may only
 # use 10.0.0.0/8, which holds 65,536 /24s, so the mix is moved 8 bits down: a DFZ /24 is a /32 here,
@@ -102,12 +107,29 @@ DFZ_MIX = {24: 590, 23: 100, 22: 124, 21: 44, 20: 42, 19: 29, 18: 13, 17: 8, 16:
 DFZ_SHIFT = 8
 
 
+# An IPv6 table (per 10,000) as far as 2001:db8::/33 holds one: the real table's common lengths
+# (/48 the most common there; /40 and /44 allocations), and longer ones (/52-/64) filling the rest,
+# since a /33 holds only 32,768 /48s.
+V6_MIX = {40: 1, 44: 20, 48: 300, 52: 1000, 56: 3000, 60: 1500, 64: 4179}
+V6_EXPORT = "import none; export where source = RTS_STATIC;"
+V6_SPACE = 33  # the feed's prefixes all lie in 2001:db8::/33 (the link's /64 is in the other half)
+
+
+def _counts(count: int, mix: dict[int, int], shift: int, rest: int) -> dict[int, int]:
+    total = sum(mix.values())
+    counts = {length + shift: count * share // total for length, share in mix.items()}
+    counts[rest] += count - sum(counts.values())  # rounding goes to one length
+    return counts
+
+
 def dfz_counts(count: int) -> dict[int, int]:
     """Prefixes per length (10.0.0.0/8 lengths, DFZ_MIX moved by DFZ_SHIFT) summing to `count`."""
-    total = sum(DFZ_MIX.values())
-    counts = {length + DFZ_SHIFT: count * share // total for length, share in DFZ_MIX.items()}
-    counts[24 + DFZ_SHIFT] += count - sum(counts.values())  # rounding goes to the most common length
-    return counts
+    return _counts(count, DFZ_MIX, DFZ_SHIFT, 24 + DFZ_SHIFT)
+
+
+def v6_counts(count: int) -> dict[int, int]:
+    """IPv6 prefixes per length (V6_MIX) summing to `count`."""
+    return _counts(count, V6_MIX, 0, 64)
 
 
 def shaped_prefixes(count: int, shape: str) -> list[str]:
@@ -116,6 +138,18 @@ def shaped_prefixes(count: int, shape: str) -> list[str]:
     different lengths nest as in a real table), in a deterministic order."""
     if shape == "slash32":
         return [prefix(i) for i in range(count)]
+    if shape == "ipv6":
+        six: list[str] = []
+        for length, n in v6_counts(count).items():
+            slots = 1 << (length - V6_SPACE)
+            if n > slots:
+                raise ValueError(f"{n} /{length}s do not fit in 2001:db8::/{V6_SPACE}")
+            stride = 2_654_435_761 % slots | 1
+            shift = 128 - length
+            six.extend(
+                f"{IPv6Address(FIRST_PREFIX6 + (i * stride % slots << shift))}/{length}" for i in range(n)
+            )
+        return six
     if shape != "dfz":
         raise ValueError(f"unknown shape {shape!r} (one of {', '.join(SHAPES)})")
     out: list[str] = []
@@ -143,13 +177,18 @@ class BirdFeeder(BirdDaemon):
         self.shape = shape
         self.control: BirdControl | None = None
 
+    @property
+    def static_protocol(self) -> str:
+        return "feed6" if self.shape == "ipv6" else "feed4"
+
     def render(self) -> str:
+        six = self.shape == "ipv6"
         lines = [
             f'log "{self.dir}/bird.log" {{ warning, error, fatal }};',
             f"router id {self.router_id};",
             "protocol device { scan time 60; }",
-            "protocol static feed4 {",
-            "  ipv4;",
+            f"protocol static {self.static_protocol} {{",
+            "  ipv6;" if six else "  ipv4;",
             *(f"  route {p} blackhole;" for p in shaped_prefixes(self.count, self.shape)),
             "}",
             "protocol bgp peer_0 {",
@@ -160,6 +199,7 @@ class BirdFeeder(BirdDaemon):
             "  connect retry time 1;",
             "  error wait time 1, 2;",
             "  ipv4 { import none; export where source = RTS_STATIC; };",
+            *([f"  ipv6 {{ {V6_EXPORT} next hop address {FEEDER_ADDRESS6}; }};"] if six else []),
             "}",
         ]
         return "\n".join(lines) + "\n"
@@ -168,7 +208,7 @@ class BirdFeeder(BirdDaemon):
         super().start()
         self.control = BirdControl(self.ctl)
         deadline = time.monotonic() + 120
-        while self._imported("feed4") < self.count:
+        while self._imported(self.static_protocol) < self.count:
             if time.monotonic() > deadline:
                 raise LabError(f"feeder: static routes not all in its table after 120 s ({self.count})")
             time.sleep(0.1)
@@ -258,7 +298,7 @@ class Receiver(abc.ABC):
         self.daemon: RoutingDaemon | None = None
 
     def feeder_neighbor(self) -> Neighbor:
-        return Neighbor(FEEDER_ADDRESS, FEEDER_ASN, passive=True, families=("ipv4",))
+        return Neighbor(FEEDER_ADDRESS, FEEDER_ASN, passive=True, families=FEEDER_FAMILIES)
 
     @abc.abstractmethod
     def start(self) -> None: ...
@@ -289,11 +329,20 @@ class Receiver(abc.ABC):
             self.daemon = None
 
     def kernel_routes(self, protocol: str) -> int:
-        out = self.host.run("ip", "-4", "route", "show", "proto", protocol, timeout=120).stdout
-        return out.count("\n")
+        """Routes of `protocol` in the kernel: IPv4, and IPv6 when the feed carries it."""
+        count = 0
+        for family in _feed_families():
+            out = self.host.run("ip", family, "route", "show", "proto", protocol, timeout=120).stdout
+            count += out.count("\n")
+        return count
 
     def flush_kernel(self, protocol: str) -> None:
-        self.host.run("ip", "-4", "route", "flush", "proto", protocol, check=False, timeout=300)
+        for family in _feed_families():
+            self.host.run("ip", family, "route", "flush", "proto", protocol, check=False, timeout=300)
+
+
+def _feed_families() -> list[str]:
+    return ["-4", "-6"] if "ipv6" in FEEDER_FAMILIES else ["-4"]
 
 
 def _pid(daemon: RoutingDaemon) -> int:
@@ -480,7 +529,8 @@ class FrrReceiver(Receiver):
 
     def check(self, count: int) -> dict[str, Any]:
         assert self.zebra is not None
-        summary = self.zebra.json("show ip route summary json")
+        six = "ipv6" in FEEDER_FAMILIES
+        summary = self.zebra.json("show ipv6 route summary json" if six else "show ip route summary json")
         ebgp = [r for r in summary.get("routes", []) if r.get("type") == "ebgp"]
         return {
             "zebra_fib_ebgp": ebgp[0].get("fib") if ebgp else None,

@@ -56,10 +56,13 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make `bench`, `controller` and `tests` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import bgp_intake
 from bench.bgp_intake import (
     FEEDER_ADDRESS,
+    FEEDER_ADDRESS6,
     FEEDER_ASN,
     RECEIVER_ADDRESS,
+    RECEIVER_ADDRESS6,
     RECEIVER_ASN,
     SHAPES,
     BirdFeeder,
@@ -90,11 +93,13 @@ PROTO_KRS = 245  # controller/writers/netlink.py DEFAULT_PROTOCOL
 
 
 def count_routes(table: int, protocol: int | None) -> int:
-    """IPv4 routes in one table (of one protocol) by a netlink dump; call it on a NetnsThread."""
+    """Routes of the feed's family in one table (of one protocol) by a netlink dump; call it on a
+    NetnsThread."""
     channel = rtnl.NetlinkChannel()
+    family = socket.AF_INET6 if SHAPE == "ipv6" else socket.AF_INET
     try:
         count = 0
-        for payload in channel.dump(rtnl.RTM_GETROUTE, socket.AF_INET, table):
+        for payload in channel.dump(rtnl.RTM_GETROUTE, family, table):
             if protocol is None or payload[5] == protocol:  # rtmsg.rtm_protocol
                 count += 1
         return count
@@ -130,7 +135,7 @@ class KrsReceiver(Receiver):
             liveness="BGPKeepalive",
             hold_time=90,
             passive=True,
-            allowed=(Allow("10.0.0.0/8", 8, 32),),
+            allowed=(Allow("10.0.0.0/8", 8, 32), Allow("2001:db8::/32", 32, 128)),
             max_prefixes=max(2 * count, 1),
         )
         spec = ServerSpec(
@@ -625,6 +630,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     global KRS_LOG_LEVEL, BEFORE, SHAPE
     SHAPE = args.shape
+    if SHAPE == "ipv6":
+        bgp_intake.FEEDER_FAMILIES = ("ipv4", "ipv6")
     if args.inside:
         return inside_main(args)
 
@@ -637,11 +644,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if set(names) - set(ORDER):
         parser.error(f"unknown receivers {sorted(set(names) - set(ORDER))}")
     names.sort(key=ORDER.index)
+    if SHAPE == "ipv6" and set(names) & set(REFERENCES):
+        parser.error(
+            "the floor and naive references write IPv4 routes only (leave them out with --shape ipv6)"
+        )
     host_info = machine()
     runs: list[Run] = []
     with Lab("kintake") as lab:
         feed, recv = lab.host("feed"), lab.host("recv")
-        lab.link(feed, recv, [f"{FEEDER_ADDRESS}/30"], [f"{RECEIVER_ADDRESS}/30"])
+        lab.link(
+            feed,
+            recv,
+            [f"{FEEDER_ADDRESS}/30", f"{FEEDER_ADDRESS6}/64"],
+            [f"{RECEIVER_ADDRESS}/30", f"{RECEIVER_ADDRESS6}/64"],
+        )
         thread = NetnsThread(recv.netns)
         try:
             for count in sizes:

@@ -7,6 +7,7 @@ and the peak resident memory of the receiver's processes (VmHWM) at completion. 
 
     .venv/bin/python -m bench.plot_intake bench/results/kernel_intake-YYYYMMDD-HHMMSS.json
     .venv/bin/python -m bench.plot_intake RESULT.json --out bench/results/kernel-intake.png
+    .venv/bin/python -m bench.plot_intake SMALL.json LARGE.json --out ...   # runs of several results merged
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def series(runs: Sequence[dict[str, Any]], field: str) -> dict[str, list[tuple[i
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("result", type=Path, help="a kernel_intake JSON from bench/results/")
+    parser.add_argument(
+        "result", type=Path, nargs="+", help="kernel_intake JSONs from bench/results/ (their runs are merged)"
+    )
     parser.add_argument("--out", type=Path, help="PNG to write (default: next to the JSON)")
     args = parser.parse_args(argv)
     import matplotlib
@@ -53,8 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    data = json.loads(args.result.read_text())
-    runs = data["runs"]
+    results = [json.loads(path.read_text()) for path in args.result]
+    runs = [run for data in results for run in data["runs"]]
+    data = results[-1]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     panels = (
         (left, "kernel_from_feeder_s", 1.0, "seconds until all routes are in the kernel"),
@@ -80,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"load {' '.join(machine.get('loadavg', []))})"
     )
     figure.tight_layout()
-    out = args.out or args.result.with_suffix(".png")
+    out = args.out or args.result[-1].with_suffix(".png")
     figure.savefig(out, dpi=110)
     print(out)
     return 0
