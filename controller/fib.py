@@ -221,9 +221,24 @@ class Fib:
         report, in the same pass (nothing per prefix is kept for it).
         """
         self.version += 1
+        live, persisted = self._live, self._persisted
+        if (
+            isinstance(items, list)
+            and items
+            and items[0][0] not in live  # a cheap first look: a failover batch fails it at once
+            and not persisted
+            and self._state is not PersistState.HOLDING
+        ):
+            # A bulk feed: every prefix new, each with next hops. Checked and applied in C (no
+            # Python per prefix): the change set is the batch itself.
+            fresh: dict[RouteKey, Hops | None] = dict(items)
+            if len(fresh) == len(items) and all(fresh.values()) and live.keys().isdisjoint(fresh):
+                live.update(fresh)  # type: ignore[arg-type]  # all(values): no None among them
+                if tally is not None:
+                    tally.added += len(fresh)
+                return fresh
         changes: dict[RouteKey, Hops | None] = {}
         graced: list[RouteKey] = []
-        live, persisted = self._live, self._persisted
         tally_moves = tally.moves if tally is not None else {}
         holding = self._state is PersistState.HOLDING
         grace = session_down_at is not None and self.persist.enabled

@@ -23,6 +23,8 @@ from controller.desired import Address, SelectionMode
 
 Hops = Callable[[Path | None, Sequence[Path]], tuple[Address, ...]]
 _OLD_BEST = itemgetter(1)  # RibChange.old_best, read in C (map)
+_NEW_BEST = itemgetter(2)  # RibChange.new_best
+BULK = 64  # changes from which ActivePassive counts per distinct path, not per change
 
 
 class InstalledCounts:
@@ -46,6 +48,12 @@ class InstalledCounts:
     def apply(self, changes: Iterable[RibChange]) -> None:
         counts = self._counts
         if self._active_passive:
+            if isinstance(changes, list) and len(changes) >= BULK:
+                # A feed's paths are a few interned objects: count per distinct Path, in C. A change
+                # whose old and new best are the same Path adds one and takes one: no net count.
+                self._count_paths(list(map(_OLD_BEST, changes)), -1)
+                self._count_paths(list(map(_NEW_BEST, changes)), 1)
+                return
             for change in changes:
                 old, new = change.old_best, change.new_best
                 if old is new:
@@ -81,13 +89,17 @@ class InstalledCounts:
         if not self._active_passive:
             self.apply(changes)
             return
-        olds = list(map(_OLD_BEST, changes))
-        paths = dict(zip(map(id, olds), olds, strict=True))  # in C: one entry per distinct Path
+        self._count_paths(list(map(_OLD_BEST, changes)), -1)
+
+    def _count_paths(self, paths: list[Path | None], step: int) -> None:
+        """Add `step` per occurrence of each path (with a next hop) to its peer's count, per distinct
+        Path object: the per-prefix work is C's (map, zip, Counter)."""
+        by_id = dict(zip(map(id, paths), paths, strict=True))  # in C: one entry per distinct Path
         counts = self._counts
-        for ident, count in Counter(map(id, olds)).items():
-            old = paths[ident]
-            if old is not None and old.next_hop is not None:
-                counts[old.peer.peer_id] -= count
+        for ident, count in Counter(map(id, paths)).items():
+            path = by_id[ident]
+            if path is not None and path.next_hop is not None:
+                counts[path.peer.peer_id] += step * count
 
     def recount(self, selected: Iterable[tuple[Path | None, Sequence[Path]]]) -> None:
         """Counts from scratch: (best, ECMP set) of every prefix."""

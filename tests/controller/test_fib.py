@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import ip_address, ip_network
 
 from bgp.types import prefix_key
-from controller.desired import PersistConfig, SelectionMode
+from controller.desired import Hops, PersistConfig, RouteKey, SelectionMode
 from controller.fib import Fib, MoveTally, PersistState, select_next_hops
 
 A = ip_address("10.0.0.2")
@@ -269,3 +269,25 @@ def test_remove_many_holds_routes_like_update_many_when_persisting() -> None:
         fib.sessions_changed(0, 1.0)  # every session down: Holding
     assert bulk.remove_many([VIP, SVC], 1.0) == plain.update_many([(VIP, ()), (SVC, ())], 1.0) == {}
     assert bulk.entries() == plain.entries() and VIP in bulk.entries()
+
+
+def test_a_bulk_feed_of_new_prefixes_matches_the_per_prefix_pass() -> None:
+    """update_many takes a batch of only new prefixes with next hops in bulk; anything else (a known
+    prefix, a removal, a repeated key, a generator) goes through the per-prefix pass, same result."""
+    known: list[tuple[RouteKey, Hops]] = [(VIP, (A,))]
+    batches: list[list[tuple[RouteKey, Hops]]] = [
+        [(_host(n), (B,)) for n in range(5)],  # all new: the bulk path
+        [(_host(0), (B,)), (VIP, (C,))],  # one known prefix moves
+        [(_host(1), (B,)), (_host(2), ())],  # one without next hops
+        [(_host(3), (B,)), (_host(3), (C,))],  # the same key twice: the last wins
+    ]
+    for batch in batches:
+        bulk, plain = Fib(), Fib()
+        bulk.update_many(known)
+        plain.update_many(iter(known))
+        bulk_tally, plain_tally = MoveTally(), MoveTally()
+        assert bulk.update_many(list(batch), tally=bulk_tally) == plain.update_many(
+            iter(batch), tally=plain_tally
+        )
+        assert bulk.entries() == plain.entries()
+        assert (bulk_tally.added, _report(bulk_tally)) == (plain_tally.added, _report(plain_tally))

@@ -75,3 +75,25 @@ def test_ecmp_counts_each_peer_of_the_installed_set() -> None:
     for peer in PEERS[:3]:
         counts.apply(rib.update_many(peer, PREFIXES, _path(peer, 1, 2)))
     assert sorted(counts.get(p.peer_id) for p in PEERS) == [0, 0, 4, 4]
+
+
+def test_a_large_batch_is_counted_per_distinct_path_with_the_same_result() -> None:
+    """From BULK changes on, ActivePassive counts per distinct Path (in C): same counts as a recount."""
+    selection = SelectionSettings(mode=SelectionMode.ACTIVE_PASSIVE)
+    rib = LocRib(max_paths=selection.rib_max_paths)
+    counts = InstalledCounts(selection.mode, hops_function(selection))
+    many = [prefix_key(ip_network(f"10.64.{n // 256}.{n % 256}/32")) for n in range(500)]
+    script = [
+        (PEERS[0], many, _path(PEERS[0], 2, 2)),  # 500 new prefixes
+        (PEERS[1], many[:300], _path(PEERS[1], 1, 2)),  # a shorter path: 300 move to p1
+        (PEERS[1], many[:300], _path(PEERS[1], 1, 2)),  # the same again: nothing moves
+        (PEERS[0], many[100:], None),  # p0 withdraws 400: 200 of them are gone
+    ]
+    for peer, prefixes, path in script:
+        changes = rib.update_many(peer, prefixes, path)
+        assert not changes or len(changes) >= 64
+        counts.apply(changes)
+        recounted = InstalledCounts(selection.mode, hops_function(selection))
+        recounted.recount((ecmp[0] if ecmp else None, ecmp) for _, ecmp in rib.selected())
+        assert [counts.get(p.peer_id) for p in PEERS] == [recounted.get(p.peer_id) for p in PEERS]
+    assert [counts.get(p.peer_id) for p in PEERS[:2]] == [0, 300]
