@@ -319,6 +319,7 @@ class OperatorSource:
         self.last_watch_event = time.monotonic()
         self.problems: tuple[Problem, ...] = ()
         self._dirty = asyncio.Event()
+        self._listing = asyncio.Lock()  # full listings never overlap (_list_all)
         self._stopping = threading.Event()
         self._kopf_stop: asyncio.Event | None = None
         self._kopf_ready: asyncio.Event | None = None
@@ -473,12 +474,15 @@ class OperatorSource:
 
     async def _list_all(self) -> bool:
         changed = False
-        for plural in WATCHED:
-            started = time.monotonic()
-            listing: Any = await self.kube.call(
-                "list", self.kube.custom.list_cluster_custom_object, GROUP, VERSION, plural
-            )
-            changed |= self.store.apply_listing(plural, listing.get("items", []), started)
+        # One listing at a time: an older listing applied after a newer one would bring back what
+        # the newer one found deleted (the periodic pass and the passes after kopf's start may meet).
+        async with self._listing:
+            for plural in WATCHED:
+                started = time.monotonic()
+                listing: Any = await self.kube.call(
+                    "list", self.kube.custom.list_cluster_custom_object, GROUP, VERSION, plural
+                )
+                changed |= self.store.apply_listing(plural, listing.get("items", []), started)
         self.last_watch_event = max(self.last_watch_event, time.monotonic())
         return changed
 

@@ -1064,7 +1064,9 @@ class NodeTableWriter:
             if group_cause or hop_cause:
                 root = group_cause.get(target) if target is not None else _first_cause(hops, hop_cause)
             if root is not None or route_fail:
-                one_by_one = [*one_by_one, *((prefix, None, hops, target) for prefix in created)]
+                if one_by_one is plan.routes:
+                    one_by_one = list(plan.routes)
+                one_by_one.extend((prefix, None, hops, target) for prefix in created)
                 continue
             # The kernel took every route of the run (a bulk feed): one record for all, set in C.
             pointed = groups.get(target) if target is not None else None
