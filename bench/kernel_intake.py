@@ -618,7 +618,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--shape",
         choices=SHAPES,
         default="slash32",
-        help="the feed: /32s from 10.0.0.0 (slash32) or the full table's prefix-length mix (dfz)",
+        help="the feed: /32s from 10.0.0.0 (slash32), the full table's length mix (dfz), or IPv6 (ipv6)",
     )
     parser.add_argument(
         "--before",

@@ -289,9 +289,7 @@ class TableRuntime:
         if self._adopted is not None:
             # Restart deferral: adopted routes stay as installed; end_deferral writes the FIB's.
             self._deferred.update(p for p in self._adopted if p in desired)
-            installed = self.writer.installed()
-            desired = dict(desired)
-            desired.update({p: installed[p] for p in self._adopted if p in installed})
+            desired = self.snapshot()
         # The writer copies what it needs before its first await: the FIB's own table can be passed.
         started = time.monotonic()
         report = await self.writer.resync(desired)

@@ -16,7 +16,6 @@ from controller.models.common import to_manifest
 from controller.models.resources import parse_resource
 from tests.support.apiserver import ApiServer
 from tests.support.crd_cases import (
-    CRD_DIR,
     INVALID,
     KINDS,
     MIN_ASSOCIATION,
@@ -28,6 +27,7 @@ from tests.support.crd_cases import (
     Invalid,
     apply_defaults,
     examples,
+    install_crds,
     load_crds,
     merge,
     schema,
@@ -52,9 +52,7 @@ def _renamed(obj: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def api(apiserver: ApiServer) -> Iterator[ApiServer]:
-    apiserver.kubectl("apply", "-f", str(CRD_DIR))
-    names = [f"{crd['spec']['names']['plural']}.routeserver.dev" for crd in load_crds().values()]
-    apiserver.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names])
+    install_crds(apiserver)
     yield apiserver
 
 

@@ -10,11 +10,14 @@ import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from tests.support.prereq import REPO_ROOT
+
+if TYPE_CHECKING:
+    from tests.support.apiserver import ApiServer
 
 CRD_DIR = REPO_ROOT / "crds"
 EXAMPLES_DIR = CRD_DIR / "examples"
@@ -33,6 +36,13 @@ def load_crds() -> dict[str, dict[str, Any]]:
         crd = yaml.safe_load(path.read_text())
         crds[crd["spec"]["names"]["kind"]] = crd
     return crds
+
+
+def install_crds(server: ApiServer) -> None:
+    """Apply crds/ to a test API server and wait until every CRD is Established."""
+    server.kubectl("apply", "-f", str(CRD_DIR))
+    names = [f"crd/{crd['spec']['names']['plural']}.routeserver.dev" for crd in load_crds().values()]
+    server.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
 
 
 def schema(kind: str) -> dict[str, Any]:

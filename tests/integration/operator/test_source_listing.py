@@ -21,7 +21,7 @@ from controller.desired import DesiredState
 from controller.operator.kube import ASSOCIATIONS, Kube
 from controller.operator.source import KOPF_LISTING_RELISTS, OperatorOptions, OperatorSource
 from tests.support.apiserver import ApiServer
-from tests.support.crd_cases import CRD_DIR, load_crds
+from tests.support.crd_cases import install_crds
 
 pytestmark = [pytest.mark.apiserver, pytest.mark.slow]
 
@@ -30,9 +30,7 @@ MARGIN = 5.0  # seconds of scheduling slack on a loaded 2-core machine
 
 @pytest.fixture(scope="module")
 def api(apiserver: ApiServer) -> ApiServer:
-    apiserver.kubectl("apply", "-f", str(CRD_DIR))
-    names = [f"{crd['spec']['names']['plural']}.routeserver.dev" for crd in load_crds().values()]
-    apiserver.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names])
+    install_crds(apiserver)
     return apiserver
 
 

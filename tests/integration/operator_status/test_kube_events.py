@@ -21,7 +21,7 @@ from controller.operator.kube import Kube
 from controller.operator.kube_events import AGGREGATION_WINDOW, KubeEventSink, describe
 from tests.controller.operator_status.test_kube_event_body import CASES
 from tests.support.apiserver import ApiServer
-from tests.support.crd_cases import CRD_DIR, load_crds
+from tests.support.crd_cases import install_crds
 
 pytestmark = pytest.mark.apiserver
 
@@ -77,9 +77,7 @@ def _objects() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def api(apiserver: ApiServer) -> Iterator[ApiServer]:
-    apiserver.kubectl("apply", "-f", str(CRD_DIR))
-    names = [f"{crd['spec']['names']['plural']}.routeserver.dev" for crd in load_crds().values()]
-    apiserver.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names])
+    install_crds(apiserver)
     manifest = yaml.safe_dump_all(_objects())
     apiserver.apply(manifest)
     yield apiserver

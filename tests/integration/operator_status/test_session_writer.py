@@ -20,7 +20,7 @@ from controller.operator.kube import Kube
 from controller.operator.sessions import SessionWriter
 from tests.controller.operator_status.builders import agent_status, peer_view
 from tests.support.apiserver import ApiServer
-from tests.support.crd_cases import CRD_DIR, load_crds
+from tests.support.crd_cases import install_crds
 from tests.support.prereq import REPO_ROOT
 
 pytestmark = pytest.mark.apiserver
@@ -45,9 +45,7 @@ def _session_rules() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def api(apiserver: ApiServer) -> Iterator[ApiServer]:
-    apiserver.kubectl("apply", "-f", str(CRD_DIR))
-    names = [f"{crd['spec']['names']['plural']}.routeserver.dev" for crd in load_crds().values()]
-    apiserver.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names])
+    install_crds(apiserver)
     yield apiserver
 
 

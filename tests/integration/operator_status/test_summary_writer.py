@@ -29,7 +29,7 @@ from controller.operator.kube import ASSOCIATIONS, GROUP, PEERS, ROUTE_SERVERS, 
 from controller.operator.sessions import NODE_LABEL, PEER_LABEL, ROUTE_SERVER_LABEL, label_value
 from controller.status import AgentStatus, PersistView, RouteServerView, TableView
 from tests.support.apiserver import ApiServer
-from tests.support.crd_cases import CRD_DIR, load_crds
+from tests.support.crd_cases import install_crds
 
 pytestmark = pytest.mark.apiserver
 
@@ -53,9 +53,7 @@ def _chart_rules() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def api(apiserver: ApiServer) -> ApiServer:
-    apiserver.kubectl("apply", "-f", str(CRD_DIR))
-    names = [f"{crd['spec']['names']['plural']}.routeserver.dev" for crd in load_crds().values()]
-    apiserver.kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{n}" for n in names])
+    install_crds(apiserver)
     return apiserver
 
 
