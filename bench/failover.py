@@ -5,8 +5,8 @@ Lab (tests/support/netns.py):
     fw-a 10.0.1.2 AS 65001 (active) --- rs 10.0.1.1 / 10.0.2.1 AS 64512 --- fw-b 10.0.2.2 AS 65002 (standby)
 
 The appliances are our `routeserver appliance` (lab/appliance.py; `--appliance frr` uses FRR
-instead): both advertise the same N VIPs (10.200.0.0/16 /32s), the standby prepends its AS twice,
-and both run BFD at the setting under test. The route server in `rs` is, in turn:
+instead): both advertise the same N VIPs (/32s from 10.200.0.0, within 10.200.0.0/14), the standby
+prepends its AS twice, and both run BFD at the setting under test. The route server in `rs` is, in turn:
 
     krs    `routeserver run` with a RouteTableAssociation for the main table (nexthop groups)
     frr    FRR bgpd + zebra + bfdd (zebra installs into the main table; FRR has no other table here)
@@ -46,6 +46,7 @@ import shutil
 import socket
 import statistics
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -70,7 +71,9 @@ SERVERS = ("krs", "frr", "bird")
 SERVER_ASN, ACTIVE_ASN, STANDBY_ASN = 64512, 65001, 65002
 ACTIVE, STANDBY = "10.0.1.2", "10.0.2.2"
 SERVER_A, SERVER_B = "10.0.1.1", "10.0.2.1"
+VIP_RANGE = "10.200.0.0/14"
 FIRST_VIP = int(IPv4Address("10.200.0.0"))
+MAX_VIPS = 1 << 18  # the range's size
 MAIN = rtnl.RT_TABLE_MAIN
 HOLD = 9
 SETTLE = 1.5  # after BFD Up: both sides leave the 1 s slow-start TX rate (RFC 5880 §6.8.3)
@@ -81,6 +84,8 @@ BFD_PORT = (3784).to_bytes(2, "big")
 
 
 def vips(count: int) -> list[IPv4Network]:
+    if count > MAX_VIPS:
+        raise ValueError(f"at most {MAX_VIPS} VIPs (in {VIP_RANGE})")
     return [IPv4Network((FIRST_VIP + i, 32)) for i in range(count)]
 
 
@@ -282,6 +287,7 @@ class Appliance:
         self.asn, self.prepend = asn, prepend
         self.proc: ManagedProcess | None = None
         self.frr: FrrDaemon | None = None
+        self.listing: Path | None = None
 
     def start(self, count: int, bfd_ms: int) -> None:
         prefixes = [str(p) for p in vips(count)]
@@ -304,8 +310,11 @@ class Appliance:
         argv += ["--local-address", self.address, "--peer", self.server, "--peer-asn", str(SERVER_ASN)]
         argv += ["--prepend", str(self.prepend), "--hold-time", str(HOLD), "--connect-retry", "1"]
         argv += ["--bfd-interval-ms", str(bfd_ms), "--bfd-multiplier", "3", "--log-level", "WARNING"]
-        for prefix in prefixes:
-            argv += ["--advertise", prefix]
+        # A file, not one --advertise each: 100,000 VIPs do not fit on a command line.
+        with tempfile.NamedTemporaryFile("w", prefix="vips-", suffix=".txt", delete=False) as listing:
+            listing.write("\n".join(prefixes) + "\n")
+        self.listing = Path(listing.name)
+        argv += ["--advertise-file", listing.name]
         self.proc = self.host.popen(argv, name=f"appliance-{self.asn}", cwd=REPO_ROOT)
 
     def stop(self) -> None:
@@ -316,6 +325,9 @@ class Appliance:
         if self.proc is not None:
             self.proc.stop()
             self.proc = None
+        if self.listing is not None:
+            self.listing.unlink(missing_ok=True)
+            self.listing = None
 
     def alive(self) -> bool:
         return self.frr is not None or (self.proc is not None and self.proc.alive())
@@ -347,6 +359,10 @@ class Server:
     def bfd_up(self) -> bool:
         raise NotImplementedError
 
+    def standby_routes(self) -> int:
+        """How many of the standby's routes the server holds (it can only fail over to those)."""
+        raise NotImplementedError
+
     def stop(self) -> None:
         raise NotImplementedError
 
@@ -363,11 +379,11 @@ class KrsServer(Server):
     def __init__(self, host: Host, bfd_ms: int) -> None:
         super().__init__(host, bfd_ms)
         peers = (
-            PeerSpec("fw-a", ACTIVE, ACTIVE_ASN, hold_time=HOLD),
-            PeerSpec("fw-b", STANDBY, STANDBY_ASN, hold_time=HOLD),
+            PeerSpec("fw-a", ACTIVE, ACTIVE_ASN, hold_time=HOLD, max_prefixes=MAX_VIPS),
+            PeerSpec("fw-b", STANDBY, STANDBY_ASN, hold_time=HOLD, max_prefixes=MAX_VIPS),
         )
         spec = ServerSpec(
-            peers, allowed=(Allow("10.200.0.0/16", 32, 32),), bfd_tx_ms=bfd_ms, table=MAIN, router_id=SERVER_A
+            peers, allowed=(Allow(VIP_RANGE, 32, 32),), bfd_tx_ms=bfd_ms, table=MAIN, router_id=SERVER_A
         )
         self.process = RouteServerProcess(host, spec, log_level=self.log_level, name="krs-routeserver")
 
@@ -377,6 +393,9 @@ class KrsServer(Server):
     def bfd_up(self) -> bool:
         peers = self.process.peers()
         return all((p.get("bfd") or {}).get("state") == "Up" for p in peers.values())
+
+    def standby_routes(self) -> int:
+        return int(self.process.peers()["fw-b"].get("prefixes_accepted", 0))
 
     def stop(self) -> None:
         if self.process.proc is not None and self.process.proc.alive():
@@ -402,6 +421,10 @@ class FrrServer(Server):
         sessions = self.daemon.bfd_sessions()
         return all(sessions.get(a) is not None and sessions[a].state == "Up" for a in (ACTIVE, STANDBY))
 
+    def standby_routes(self) -> int:
+        summary = self.daemon.vtysh_json("show bgp ipv4 unicast summary json")
+        return int(summary.get("peers", {}).get(STANDBY, {}).get("pfxRcd", 0))
+
     def stop(self) -> None:
         self.daemon.stop()
         shutil.rmtree(self.daemon.dir, ignore_errors=True)
@@ -422,6 +445,12 @@ class BirdServer(Server):
     def bfd_up(self) -> bool:
         sessions = self.daemon.bfd_sessions()
         return all(sessions.get(a) is not None and sessions[a].state == "Up" for a in (ACTIVE, STANDBY))
+
+    def standby_routes(self) -> int:
+        for line in self.daemon.protocol_text(STANDBY).splitlines():
+            if line.strip().startswith("Routes:"):
+                return int(line.split()[1])  # "Routes: N imported, ..."
+        return 0
 
     def stop(self) -> None:
         self.daemon.stop()
@@ -500,6 +529,10 @@ class Bench:
                 lambda: self.via(prefixes, ACTIVE) == count, 60, 0.1, f"{name}: all VIPs via the active"
             )
             wait_until(server.bfd_up, 30, 0.1, f"{name}: BFD Up with both appliances")
+            # The standby's whole table too: a route it has not heard of yet cannot fail over to it.
+            wait_until(
+                lambda: server.standby_routes() >= count, 60, 0.1, f"{name}: every VIP from the standby"
+            )
             run.ready_s = time.monotonic() - started
             time.sleep(SETTLE)
             if self.via(prefixes, ACTIVE) != count:
@@ -728,6 +761,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--appliance", choices=("krs", "frr"), default="krs", help="what the appliances run")
     parser.add_argument("--timeout", type=float, default=10.0, help="per failover, seconds")
     parser.add_argument("--krs-log", action="store_true", help="print our route server's DEBUG log per run")
+    parser.add_argument(
+        "--nexthop-compat-mode",
+        choices=("0", "1"),
+        help="set net.ipv4.nexthop_compat_mode in rs (default: the kernel's, 1): with 1, the kernel "
+        "sends a route notification per route on a rewritten nexthop group",
+    )
     # The helper process inside rs:
     parser.add_argument("--monitor", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=1, help=argparse.SUPPRESS)
@@ -753,6 +792,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     installs = {n: make_server_class(n).installs for n in names}
     with Lab("failover") as lab:
         bench = Bench(lab, args.appliance, args.timeout)
+        if args.nexthop_compat_mode is not None:
+            bench.rs.run("sysctl", "-q", "-w", f"net.ipv4.nexthop_compat_mode={args.nexthop_compat_mode}")
+        compat = bench.rs.run("sysctl", "-n", "net.ipv4.nexthop_compat_mode").stdout.strip()
+        print(f"rs: net.ipv4.nexthop_compat_mode={compat}", file=sys.stderr)
         try:
             for count in counts:
                 for bfd_ms in intervals:

@@ -5,7 +5,7 @@ runtime, the FIB and the writers -- the node (`NodeContext`), problems (`Problem
 per route server its speaker, selection and persist settings, its peers (`PeerDesired`,
 `BfdSettings`, `Liveness`) and its tables (`TableDesired`: `NodeTable` or `AwsTable`), the whole
 `DesiredState`; and the route types the FIB hands to writers (`RouteKey`, `Hops`, `RouteChanges`;
-`Prefix` and `Address` for configuration and display).
+`Backed` next hops carrying their backup; `Prefix` and `Address` for configuration and display).
 
 May not touch: anything. Only frozen dataclasses and enums, importing the protocol packages' pure
 configuration types (bgp.api, bgp.rib.policy, bfd.auth) and nothing of the controller; no I/O, no
@@ -19,6 +19,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from typing import TypeVar
 
 from bfd.auth import AuthConfig
 from bgp.api import PeerConfig
@@ -40,6 +41,39 @@ RouteKey = PrefixKey
 Hops = tuple[Address, ...]
 # Changes for the writers: key -> next hops, or None to remove.
 RouteChanges = Mapping[RouteKey, Hops | None]
+
+_T = TypeVar("_T")
+
+
+class Backed(tuple[_T, ...]):
+    """Next hops with the ones that take over if all of them fail: prefix-independent convergence.
+
+    The FIB hands a prefix `Backed((active,), (standby,))` when the Loc-RIB holds a path through
+    another next hop; a writer groups routes by (next hops, backup), so when BFD declares the
+    active dead it can point every route of a group at the standby with one message, before the
+    RIB has looked at a single prefix (controller/writers/netlink.py `fail_over`). It reads as its
+    next hops (iteration, len, str of the members); equality and hashing include the backup, so a
+    changed backup is a change. Built only through an interner (one object per distinct pair).
+    """
+
+    backup: tuple[_T, ...]
+
+    def __new__(cls, hops: Iterable[_T], backup: tuple[_T, ...]) -> Backed[_T]:
+        self = super().__new__(cls, hops)
+        self.backup = backup
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        return tuple.__eq__(self, other) is True and getattr(other, "backup", ()) == self.backup
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash((tuple(self), self.backup))
+
+    def __repr__(self) -> str:
+        return f"Backed({tuple(self)!r}, backup={self.backup!r})"
 
 
 # -- FIB settings -------------------------------------------------------------------------------
@@ -254,6 +288,7 @@ __all__ = [
     "WILDCARDS",
     "Address",
     "AwsTable",
+    "Backed",
     "BfdSettings",
     "DesiredState",
     "Hops",

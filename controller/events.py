@@ -408,8 +408,8 @@ class TableWritten(TableEvent):
     message = "table written"
     level = logging.DEBUG
     _HIDDEN = frozenset({"seconds"})
-    kind: str  # apply | resync
-    installed: int
+    kind: str  # apply | resync | failover (BFD Down: groups moved to their backups, before the RIB)
+    installed: int  # for a failover: the routes the rewritten groups carry
     removed: int
     messages: int
     seconds: float | None = None  # since the oldest change of the batch arrived

@@ -180,6 +180,25 @@ def _prefix(text: str) -> Prefix:
         raise argparse.ArgumentTypeError(f"invalid prefix {text!r}: {exc}") from None
 
 
+def read_prefix_file(path: str) -> list[Prefix]:
+    """The prefixes of an --advertise-file; ValueError naming the file and line of a bad one."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except OSError as exc:
+        raise ValueError(f"--advertise-file {path}: {exc.strerror or exc}") from None
+    prefixes: list[Prefix] = []
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        try:
+            prefixes.append(_prefix(text))
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"--advertise-file {path} line {number}: {exc}") from None
+    return prefixes
+
+
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register `routeserver appliance` (controller/cli.py calls this)."""
     parser = commands.add_parser(
@@ -201,10 +220,19 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--advertise",
         dest="prefixes",
         action="append",
-        required=True,
+        default=[],
         type=_prefix,
         metavar="PREFIX",
         help="a prefix to originate, e.g. 203.0.113.10/32 (repeatable)",
+    )
+    parser.add_argument(
+        "--advertise-file",
+        dest="prefix_files",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="originate the prefixes in FILE too: one per line, '#' starts a comment (repeatable; "
+        "for more prefixes than a command line holds)",
     )
     parser.add_argument(
         "--prepend",
@@ -284,6 +312,11 @@ def options_from_args(args: argparse.Namespace) -> ApplianceOptions:
         raise ValueError("--prepend needs an eBGP peer: the route server would see its own AS in the path")
     if args.hold_time in (1, 2):
         raise ValueError("--hold-time must be 0 or at least 3 seconds (RFC 4271 §4.2)")
+    prefixes = list(args.prefixes)
+    for path in args.prefix_files:
+        prefixes += read_prefix_file(path)
+    if not prefixes:
+        raise ValueError("nothing to advertise: give --advertise PREFIX or --advertise-file FILE")
     communities = tuple(c for c in args.communities if isinstance(c, int))
     large = tuple(c for c in args.communities if isinstance(c, LargeCommunity))
     return ApplianceOptions(
@@ -292,7 +325,7 @@ def options_from_args(args: argparse.Namespace) -> ApplianceOptions:
         peer_address=peer_address,
         peer_port=peer_port,
         peer_asn=args.peer_asn,
-        prefixes=tuple(dict.fromkeys(args.prefixes)),
+        prefixes=tuple(dict.fromkeys(prefixes)),
         local_address=local,
         listen_port=args.listen_port,
         prepend=args.prepend,

@@ -99,6 +99,26 @@ def _same(a: tuple[Path, ...], b: tuple[Path, ...]) -> bool:
     return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
+def _backup(ranked: tuple[Path, ...], count: int) -> Path | None:
+    """The best-ranked path through a next hop outside the ECMP set: what carries the traffic if
+    every next hop of the set fails (prefix-independent convergence, the FIB's `Backed` hops)."""
+    if count == 1:
+        first = ranked[0].attributes.next_hop
+        for path in ranked[1:]:
+            if path.attributes.next_hop != first:
+                return path
+        return None
+    hops = {path.attributes.next_hop for path in ranked[:count]}
+    for path in ranked[count:]:
+        if path.attributes.next_hop not in hops:
+            return path
+    return None
+
+
+def _entry_backup(current: Path | _Entry) -> Path | None:
+    return _backup(current.ranked, current.ecmp_count) if type(current) is _Entry else None
+
+
 def _own(ranked: tuple[Path, ...], peer_id: str, path_id: int) -> Path | None:
     """The peer's path with this path id among a prefix's candidates, if it has one."""
     for path in ranked:
@@ -126,6 +146,9 @@ class LocRib:
         self._entries: dict[PrefixKey, Path | _Entry] = {}
         self._sources: dict[str, PeerSource] = {}
         self._next_hops: dict[IPAddress | None, dict[str, int]] = {}
+        # Also report a change when only a prefix's backup changed (`backup`): the FIB keeps it
+        # next to the next hops, so a failover can move traffic before any per-prefix work.
+        self.track_backups = False
 
     # -- sources -----------------------------------------------------------------------------------
 
@@ -247,6 +270,24 @@ class LocRib:
         if isinstance(current, Path):
             return (current,)
         return current.ranked
+
+    def backup(self, prefix: PrefixKey) -> Path | None:
+        """The path that takes over if every next hop of the prefix's ECMP set fails (`_backup`)."""
+        current = self._entries.get(prefix)
+        return _entry_backup(current) if current is not None else None
+
+    def sole_next_hops(self, peer_id: str) -> list[IPAddress]:
+        """The next hops that only this peer's paths use (O(next hops)): if the peer goes, no path
+        through them is left, and each of its prefixes falls to its backup."""
+        return [
+            hop
+            for hop, peers in self._next_hops.items()
+            if hop is not None and len(peers) == 1 and peer_id in peers
+        ]
+
+    def distinct_next_hops(self) -> int:
+        """How many next hops the held paths use (a backup needs at least two)."""
+        return len(self._next_hops)
 
     def reason(self, prefix: PrefixKey) -> DecisionReason | None:
         current = self._entries.get(prefix)
@@ -419,7 +460,10 @@ class LocRib:
                     continue
                 entries[prefix] = left
                 if left is first and current.ecmp_count == 1:
-                    other += 1  # only the standby went
+                    if self.track_backups and second.attributes.next_hop != first.attributes.next_hop:
+                        append(_new_tuple(RibChange, (prefix, first, first, (first,), (first,), _ONLY_PATH)))
+                    else:
+                        other += 1  # only the standby went
                 else:
                     was = ranked[: current.ecmp_count]
                     append(_new_tuple(RibChange, (prefix, first, left, was, (left,), _ONLY_PATH)))
@@ -485,7 +529,10 @@ class LocRib:
             left = ranked[1] if ranked[0] is old else ranked[0]
             self._entries[prefix] = left
             if left is old_best and len(old_ecmp) == 1:
-                return None  # the standby went
+                # The standby went: a change only for its backup role, when it had one.
+                if self.track_backups and old.attributes.next_hop != left.attributes.next_hop:
+                    return _new_tuple(RibChange, (prefix, left, left, old_ecmp, old_ecmp, _ONLY_PATH))
+                return None
             return _new_tuple(RibChange, (prefix, old_best, left, old_ecmp, (left,), _ONLY_PATH))
         candidates = tuple(p for p in ranked if p is not old)
         return self._decide(prefix, candidates, old_best, old_ecmp)
@@ -497,6 +544,8 @@ class LocRib:
         old_best: Path,
         old_ecmp: tuple[Path, ...],
     ) -> RibChange | None:
+        track = self.track_backups
+        old_backup = _entry_backup(self._entries[prefix]) if track else None
         if len(candidates) == 1:
             best = candidates[0]
             self._entries[prefix] = best
@@ -511,6 +560,10 @@ class LocRib:
                 self._entries[prefix] = _Entry(ranked, count, reason)
             best = ranked[0]
             new_ecmp = ranked[:count]
-        if best is old_best and _same(new_ecmp, old_ecmp):
-            return None
+        if (
+            best is old_best
+            and _same(new_ecmp, old_ecmp)
+            and (not track or _entry_backup(self._entries[prefix]) is old_backup)
+        ):
+            return None  # nothing changed (with track_backups: neither did the backup)
         return _new_tuple(RibChange, (prefix, old_best, best, old_ecmp, new_ecmp, reason))

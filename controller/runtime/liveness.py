@@ -12,10 +12,12 @@ asked again after its backoff, and a session the service closed is asked again, 
 configuration change and without touching the BGP session. A BFD session that never comes Up does
 not block BGP (the hold timer still protects it).
 
-A BFD Up -> Down failure while BGP is Established calls `Speaker.peer_down(peer, BFD_DOWN)` in the same
-loop callback that delivered it (RFC 5882 §3.2, Cease/BFD Down RFC 9384): the session closes, its
-routes leave the Loc-RIB, the FIB moves to the standby and the tables get the batch, all before the
-next task switch. A peer's AdminDown is not a failure (RFC 5882 §3.2).
+A BFD Up -> Down failure while BGP is Established first has the route server's tables move every route
+off the peer's next hops (`fail_over`: nexthop-group rewrites to the backups the FIB recorded, a few
+messages whatever the route count), then calls `Speaker.peer_down(peer, BFD_DOWN)` in the same loop
+callback that delivered it (RFC 5882 §3.2, Cease/BFD Down RFC 9384): the session closes, its routes
+leave the Loc-RIB, the FIB moves to the standby and the tables get the batch, all before the next
+task switch. A peer's AdminDown is not a failure (RFC 5882 §3.2).
 
 Must not touch: BGP sessions other than through `Speaker.peer_down`; the FIB or tables (a teardown
 reaches them through the speaker's events).
@@ -72,6 +74,8 @@ class LivenessOwner(RouteServerPart, Protocol):
     def current(self, peer: PeerRuntime) -> bool: ...  # still this route server's peer record
 
     def wake(self) -> None: ...  # run a convergence pass now
+
+    def fail_over(self, peer: PeerRuntime) -> None: ...  # move routes off the peer's next hops now
 
 
 class Liveness:
@@ -204,6 +208,12 @@ class Liveness:
             )
             speaker = owner.speaker
             if established and speaker is not None:
+                # Prefix-independent convergence first: the tables move every route off the peer's
+                # next hops group by group (a few messages), then the RIB does its per-prefix work.
+                try:
+                    owner.fail_over(peer)
+                except Exception:
+                    logging.getLogger(__name__).exception("fast failover of %s failed", peer.name)
                 # RFC 5882 §4.3: the forwarding path is gone; tear the session down now.
                 with contextlib.suppress(KeyError):
                     speaker.peer_down(peer.name, DownReason.BFD_DOWN)

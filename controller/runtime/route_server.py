@@ -49,6 +49,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from operator import itemgetter
+from typing import Protocol
 
 from bgp.api import (
     ConnectionRefused,
@@ -63,6 +64,7 @@ from bgp.fsm.events import State, TransitionReason
 from bgp.rib.path import Path
 from bgp.types import IPAddress, key_str
 from controller.desired import (
+    Backed,
     Hops,
     PeerDesired,
     RouteChanges,
@@ -137,15 +139,42 @@ BULK_REMOVAL = 10_000  # RoutesChanged at least this large that only remove take
 _PREFIX, _NEW_BEST = itemgetter(0), itemgetter(2)  # RibChange fields, read in C (map)
 
 
-def hops_function(
-    selection: SelectionSettings,
-) -> Callable[[Path | None, Sequence[Path]], Hops]:
-    """The FIB next hops of one prefix from its best path and ECMP set (chosen once per change set).
+class HopsOf(Protocol):
+    """A prefix's FIB next hops from its best path, ECMP set and backup path (`hops_function`)."""
+
+    def __call__(self, best: Path | None, ecmp: Sequence[Path], backup: Path | None = None) -> Hops: ...
+
+
+def hops_function(selection: SelectionSettings) -> HopsOf:
+    """The FIB next hops of one prefix from its best path and ECMP set (chosen once per change set),
+    with its backup (`Backed`) when the Loc-RIB has a path through another next hop.
 
     The tuples are interned (controller/fib.py `HopsInterner`): every prefix behind one next-hop set
-    shares one object in the FIB and in every table's pending changes.
+    shares one object in the FIB and in every table's pending changes, and so does every prefix
+    behind one (next hops, backup) pair.
     """
     intern = HopsInterner()
+    backed: dict[tuple[Hops, Hops], Hops] = {}
+    backed_memo: dict[tuple[int, int], tuple[Hops, Path, Hops]] = {}  # (id(hops), id(backup path))
+
+    def with_backup(hops: Hops, backup: Path) -> Hops:
+        known = backed_memo.get((id(hops), id(backup)))
+        if known is not None and known[0] is hops and known[1] is backup:
+            return known[2]
+        hop = backup.next_hop
+        if hop is None or hop in hops:
+            result = hops
+        else:
+            spare = intern.one(hop)
+            result = backed.get((hops, spare)) or Backed(hops, spare)
+            if len(backed) >= MEMO_LIMIT:
+                backed.clear()
+            backed[(hops, spare)] = result
+        if len(backed_memo) >= MEMO_LIMIT:
+            backed_memo.clear()
+        backed_memo[(id(hops), id(backup))] = (hops, backup, result)
+        return result
+
     if selection.mode is SelectionMode.ACTIVE_PASSIVE:
         one = intern.one
         # Paths are interned by the Adj-RIB-In, so a feed's prefixes share a few Path objects: their
@@ -153,27 +182,29 @@ def hops_function(
         # kept in the entry, so its id is not reused while the entry exists.
         memo: dict[int, tuple[Path, Hops]] = {}
 
-        def active_passive(best: Path | None, ecmp: Sequence[Path]) -> Hops:
+        def active_passive(best: Path | None, ecmp: Sequence[Path], backup: Path | None = None) -> Hops:
             if best is None:
                 return ()
             known = memo.get(id(best))
             if known is not None and known[0] is best:
-                return known[1]
-            hop = best.next_hop
-            hops = one(hop) if hop is not None else ()  # bulk intake: no ECMP list built
-            if len(memo) >= MEMO_LIMIT:
-                memo.clear()
-            memo[id(best)] = (best, hops)
-            return hops
+                hops = known[1]
+            else:
+                hop = best.next_hop
+                hops = one(hop) if hop is not None else ()  # bulk intake: no ECMP list built
+                if len(memo) >= MEMO_LIMIT:
+                    memo.clear()
+                memo[id(best)] = (best, hops)
+            return with_backup(hops, backup) if backup is not None and hops else hops
 
         return active_passive
     mode, max_paths = selection.mode, selection.max_paths
 
-    def equal_cost(best: Path | None, ecmp: Sequence[Path]) -> Hops:
+    def equal_cost(best: Path | None, ecmp: Sequence[Path], backup: Path | None = None) -> Hops:
         if best is None or best.next_hop is None:
             return ()
         hops = [p.next_hop for p in ecmp if p.next_hop is not None]
-        return intern(select_next_hops(mode, best.next_hop, hops, max_paths))
+        chosen = intern(select_next_hops(mode, best.next_hop, hops, max_paths))
+        return with_backup(chosen, backup) if backup is not None and chosen else chosen
 
     return equal_cost
 
@@ -263,6 +294,19 @@ class RouteServerRuntime:
     def wake(self) -> None:
         self._wake.set()
 
+    def fail_over(self, peer: PeerRuntime) -> None:
+        """BFD declared the peer dead: the next hops only its paths use are gone, and every table
+        moves what points at them to the backups now, before the RIB withdraws a single prefix
+        (Liveness calls this, then tears the session down; the FIB's changes then confirm it)."""
+        speaker = self.speaker
+        if speaker is None or not self.tables:
+            return
+        gateways = speaker.loc_rib.sole_next_hops(peer.name)
+        if not gateways:
+            return
+        for table in self.tables.values():
+            table.fail_over(gateways)
+
     def table_opened(self) -> None:
         self.check_deferral()
 
@@ -281,6 +325,7 @@ class RouteServerRuntime:
         """A speaker; a bind failure is kept as `error` and retried by the convergence loop."""
         desired = self.desired
         speaker = self.context.speaker_factory(desired.speaker, desired.selection)
+        speaker.loc_rib.track_backups = True  # the FIB keeps each prefix's backup (Backed hops)
         detach = speaker.add_listener(self._on_event)
         try:
             await speaker.start()
@@ -561,7 +606,13 @@ class RouteServerRuntime:
             self.installed.apply_removals(rib_changes)
             changes = self.fib.remove_many(list(map(_PREFIX, rib_changes)), down_at, tally)
         else:
-            items = [(c.prefix, hops(c.new_best, c.new_ecmp)) for c in rib_changes]
+            rib = self.speaker.loc_rib if self.speaker is not None else None
+            if rib is not None and rib.distinct_next_hops() > 1:
+                # Each prefix's backup too (the Loc-RIB as of now: a later change brings the rest).
+                backup = rib.backup
+                items = [(c.prefix, hops(c.new_best, c.new_ecmp, backup(c.prefix))) for c in rib_changes]
+            else:
+                items = [(c.prefix, hops(c.new_best, c.new_ecmp)) for c in rib_changes]
             self.installed.apply(rib_changes)
             changes = self.fib.update_many(items, down_at, tally)
             del items
@@ -574,7 +625,11 @@ class RouteServerRuntime:
     def _report_fib(self, peer: str, changed: int, tally: MoveTally) -> None:
         """Counts, and the failover groups: prefixes that moved from one next-hop set to another
         (counted by the FIB in its own pass: nothing here is per prefix)."""
-        moves = sorted(tally.moves.values(), key=lambda move: -move.count)
+        # A move of the backup alone (the standby's path came or went) is no failover.
+        moves = sorted(
+            (m for m in tally.moves.values() if not (m.old and m.new and tuple(m.old) == tuple(m.new))),
+            key=lambda move: -move.count,
+        )
         removed = sum(move.count for move in moves if not move.new)
         failovers = sum(move.count for move in moves if move.new)
         events = self.events
@@ -603,8 +658,9 @@ class RouteServerRuntime:
             return
         hops = self._hops
         items: list[tuple[RouteKey, Hops]] = []
+        backup = speaker.loc_rib.backup
         for key, ecmp in speaker.loc_rib.selected():
-            items.append((key, hops(ecmp[0] if ecmp else None, ecmp)))
+            items.append((key, hops(ecmp[0] if ecmp else None, ecmp, backup(key))))
         self.installed.recount((ecmp[0] if ecmp else None, ecmp) for _, ecmp in speaker.loc_rib.selected())
         seen = {prefix for prefix, _ in items}
         items += [(prefix, ()) for prefix in self.fib.entries() if prefix not in seen]

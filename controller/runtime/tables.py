@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Protocol
 
 from bgp.types import IPV4_UNICAST, IPV6_UNICAST, key_is_ipv6, key_str
-from controller.desired import Hops, PersistConfig, RouteChanges, RouteKey, TableDesired
+from controller.desired import Address, Hops, PersistConfig, RouteChanges, RouteKey, TableDesired
 from controller.events import (
     RoutesAdopted,
     RoutesWithdrawn,
@@ -148,6 +148,20 @@ class TableRuntime:
             if self._pending_since is None:
                 self._pending_since = time.monotonic()
             self._wake.set()
+
+    def fail_over(self, gateways: Collection[Address]) -> None:
+        """These gateways are dead (BFD): the writer moves our routes off them now, group by group,
+        before the FIB's changes arrive (controller/writers/base.py `fail_over`)."""
+        if self.writer is None:
+            return
+        started = time.monotonic()
+        try:
+            report = self.writer.fail_over(gateways)
+        except Exception as exc:  # the FIB's changes, right behind, still move every route
+            self._failed(exc, "fail over")
+            return
+        if report is not None:
+            self._record(report, "failover", started)
 
     def request_resync(self) -> None:
         self._resync_at = asyncio.get_running_loop().time()

@@ -16,11 +16,11 @@ that cannot be programmed never stops the others (DESIGN.md: bad input loses not
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from controller.desired import Hops, RouteChanges, RouteKey
+from controller.desired import Address, Hops, RouteChanges, RouteKey
 
 
 class RejectReason(enum.Enum):
@@ -76,10 +76,16 @@ class RouteWriter(Protocol):
     - `installed_route`: the same for one prefix (None: no route of ours), without building the
       whole mapping (the per-route view, controller/runtime/routes.py, reads it once per route).
     - `follow`: read what the table should hold from its owner when repairing (no copy of it kept).
+    - `fail_over`: BFD declared these gateways dead: move what uses them to what is left of each
+      route's next hops, or to its backup (`Backed`), now and without looking at single routes where
+      the target allows it (a nexthop-group rewrite); a writer that cannot returns None and waits
+      for the FIB's changes, which follow at once and are the source of truth either way.
     - `close`: release the target, leaving its routes as they are.
     """
 
     def follow(self, wanted: WantedRoutes) -> None: ...
+
+    def fail_over(self, gateways: Collection[Address]) -> WriteReport | None: ...
 
     async def start(self) -> WriteReport: ...
 

@@ -42,14 +42,14 @@ import logging
 import socket
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
 
 from bgp.types import key_str
-from controller.desired import Address, Hops, RouteChanges, RouteKey
+from controller.desired import Address, Backed, Hops, RouteChanges, RouteKey
 from controller.writers import rtnl
 from controller.writers.base import Rejection, RejectReason, WantedRoutes, WriteReport
 from controller.writers.rtnl import Batch, NetlinkChannel, NextHop, Op, SendResult, canonical
@@ -313,7 +313,7 @@ class NodeTableWriter:
             hops = route.hops
             known = memo.get(id(hops))
             if known is None or known[0] is not hops:
-                known = memo[id(hops)] = (hops, tuple(h.gateway for h in hops))
+                known = memo[id(hops)] = (hops, _gateways(hops))
             result[prefix] = known[1]
         view = MappingProxyType(result)
         self._installed = (generation, view)
@@ -325,7 +325,7 @@ class NodeTableWriter:
         Safe while a pass runs in its worker thread: one dict read, and a route's hop set is a tuple.
         """
         route = self._routes.get(prefix)
-        return tuple(h.gateway for h in route.hops) if route is not None else None
+        return _gateways(route.hops) if route is not None else None
 
     def foreign(self) -> frozenset[RouteKey]:
         """Prefixes where someone else's route holds our (table, metric)."""
@@ -387,6 +387,38 @@ class NodeTableWriter:
             if not self._started:
                 await self._work(self._adopt)
             return await self._work(self._apply_locked, changes)
+
+    def fail_over(self, gateways: Collection[Address]) -> WriteReport | None:
+        """BFD declared these gateways dead: move every route of ours off them now, per group.
+
+        Prefix-independent convergence: each of our nexthop groups that uses a dead gateway is
+        rewritten to its other members, or, when none is left, to the backup its routes were grouped
+        by (`Backed`: the FIB's next hop through another appliance). One message per group, however
+        many routes use it, and no route is looked at. Called in the BFD Down callback before the
+        RIB hears of the failure: the RIB's own changes follow and find the routes already there
+        (or repoint the few whose result differs; the FIB stays the source of truth).
+
+        Runs at once, on the caller's thread, when no pass holds the socket (it is a few messages);
+        otherwise it is queued ahead of the changes the failure causes. The report (None when
+        queued or nothing was ours to move) counts messages, not routes.
+        """
+        if not self._nexthop_objects or not self._groups or not gateways:
+            return None
+        dead = frozenset(gateways)
+        if self._lock.locked():
+            loop = self._loop or asyncio.get_running_loop()
+            loop.create_task(self._fail_over_queued(dead), name=f"fail-over-{self.table}")
+            return None
+        try:
+            return self._fail_over_now(dead)
+        finally:
+            self._generation += 1
+
+    async def _fail_over_queued(self, dead: frozenset[Address]) -> None:
+        async with self._lock:
+            report = await self._work(self._fail_over_now, dead)
+        if self._on_report is not None and report.netlink_messages:
+            self._on_report(report)
 
     async def resync(self, desired: Mapping[RouteKey, Hops]) -> WriteReport:
         """Make the table match `desired` exactly (for what we own): restore, fix, remove stale."""
@@ -633,6 +665,18 @@ class NodeTableWriter:
         return hop
 
     def _resolve_all(self, version: int, gateways: Sequence[Address]) -> tuple[NextHop, ...]:
+        """The hop set for the FIB's gateways; with its backup resolved too when the FIB gave one
+        (`Backed`: routes are then grouped by both, so `fail_over` can rewrite a group whole)."""
+        hops = self._intern(self._resolve_each(version, gateways))
+        backup = gateways.backup if isinstance(gateways, Backed) else ()
+        if backup and hops:
+            spare = self._intern(self._resolve_each(version, backup))
+            if spare and not set(spare) & set(hops):
+                backed = Backed(hops, spare)
+                return self._set_intern.setdefault(backed, backed)
+        return hops
+
+    def _resolve_each(self, version: int, gateways: Iterable[Address]) -> list[NextHop]:
         hops = []
         for gateway in gateways:
             if version == 6 and gateway.version == 4:
@@ -640,7 +684,7 @@ class NodeTableWriter:
             hop = self._resolve(gateway)
             if hop is not None:
                 hops.append(hop)
-        return self._intern(hops)
+        return hops
 
     def _new_id(self) -> int | None:
         """A free id in our block, or None when all 65,535 are in use (the caller falls back)."""
@@ -745,6 +789,28 @@ class NodeTableWriter:
                 self._taken.discard(gid)
         self._reindex_groups()
         self._collect_garbage(report)
+        return report
+
+    def _fail_over_now(self, dead: frozenset[Address]) -> WriteReport:
+        report = WriteReport()
+        plan = _Plan()
+        for gid, group in list(self._groups.items()):
+            members = group.members
+            if group.users <= 0 or not any(hop.gateway in dead for hop in members):
+                continue
+            left: Iterable[NextHop] = [hop for hop in members if hop.gateway not in dead]
+            if not left:
+                left = members.backup if isinstance(members, Backed) else ()
+                if not left or any(hop.gateway in dead for hop in left):
+                    continue  # nowhere to go: the RIB's changes remove these routes
+            self._plan_rewrite(plan, gid, self._intern(left), [])
+        report.netlink_messages = len(plan.batch.messages)
+        if plan.batch.messages:
+            self._commit(plan, self._channel.send(plan.batch), report)
+        for gid, (_before, after, _moved) in plan.rewrites.items():
+            rewritten = self._groups.get(gid)
+            if rewritten is not None and rewritten.members is after.members:  # not undone by a refusal
+                report.installed += rewritten.users
         return report
 
     def _commit_lost_flush(self) -> None:
@@ -933,6 +999,10 @@ class NodeTableWriter:
         return True
 
     def _ensure_hops(self, plan: _Plan, hops: tuple[NextHop, ...]) -> bool:
+        if isinstance(hops, Backed):
+            # The backup's objects too, ready for fail_over (its batch is then one message per group);
+            # failing to make them fails nothing now.
+            self._ensure_hops(plan, hops.backup)
         for hop in hops:
             if hop in self._hop_ids:
                 continue
@@ -1172,6 +1242,9 @@ class NodeTableWriter:
         """Delete our groups nobody points at, then our hop objects no live group uses (second batch)."""
         dead_groups = [gid for gid, group in self._groups.items() if group.users <= 0]
         live_hops = {i for group in self._groups.values() if group.users > 0 for i in group.member_ids}
+        for group in self._groups.values():  # a live group's backup hops stay ready (fail_over)
+            if group.users > 0 and isinstance(group.members, Backed):
+                live_hops.update(self._hop_ids[h] for h in group.members.backup if h in self._hop_ids)
         live_hops.update(hop_id for p in self._direct if (hop_id := self._routes[p].hop_id) is not None)
         dead_hops = [nh_id for nh_id in self._hops if nh_id not in live_hops]
         if not dead_groups and not dead_hops:
@@ -1329,6 +1402,14 @@ class NodeTableWriter:
             dirty.add(prefix)
         self._generation += 1
         return dirty
+
+
+def _gateways(hops: tuple[NextHop, ...]) -> Hops:
+    """A hop set's gateways, as the FIB spells them (with the backup's, for a `Backed` set)."""
+    gateways = tuple(h.gateway for h in hops)
+    if isinstance(hops, Backed):
+        return Backed(gateways, tuple(h.gateway for h in hops.backup))
+    return gateways
 
 
 def _first_cause(hops: Iterable[NextHop], causes: Mapping[NextHop, rtnl.Failure]) -> rtnl.Failure | None:

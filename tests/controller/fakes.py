@@ -9,7 +9,7 @@ before the withdrawals of a session going down).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, ip_address, ip_network
 from types import SimpleNamespace
@@ -29,6 +29,7 @@ from bgp.rib.path import Path, PeerInfo
 from bgp.types import AsPath, AsPathSegment, IPAddress, PathAttributes, SegmentType, prefix_key
 from controller.desired import (
     Address,
+    Backed,
     Hops,
     RouteChanges,
     RouteKey,
@@ -228,6 +229,7 @@ class FakeWriter:
     unreachable: set[Address] = field(default_factory=set)
     written: asyncio.Event = field(default_factory=asyncio.Event)
     wanted: WantedRoutes | None = None  # the table it follows
+    failovers: list[set[Address]] = field(default_factory=list)  # fail_over calls, in order
 
     async def start(self) -> WriteReport:
         return WriteReport()
@@ -254,6 +256,22 @@ class FakeWriter:
 
     def follow(self, wanted: WantedRoutes) -> None:
         self.wanted = wanted
+
+    def fail_over(self, gateways: Collection[Address]) -> WriteReport | None:
+        """Like the node writer's group rewrite: routes via a dead gateway move to what is left of
+        their next hops, or to their backup (recorded in `failovers`)."""
+        self.failovers.append(set(gateways))
+        moved = 0
+        for prefix, hops in list(self.routes.items()):
+            left = tuple(h for h in hops if h not in gateways)
+            if len(left) == len(hops):
+                continue
+            if not left:
+                left = hops.backup if isinstance(hops, Backed) else ()
+            if left and not set(left) & set(gateways):
+                self.routes[prefix] = left
+                moved += 1
+        return WriteReport(installed=moved)
 
     def installed(self) -> Mapping[RouteKey, Hops]:
         return dict(self.routes)

@@ -19,7 +19,7 @@ from bgp.api import ConnectionRefused, EndOfRib, PrefixLimit
 from bgp.fsm.events import DownReason, TransitionReason
 from bgp.rib.policy import MaxPrefixEvent
 from bgp.types import IPV4_UNICAST, prefix_key
-from controller.desired import DesiredState
+from controller.desired import Backed, DesiredState
 from controller.fib import PersistConfig, PersistState
 from controller.runtime import RestartDeferral, Runtime
 from controller.runtime import retry as retry_module
@@ -31,6 +31,7 @@ from tests.controller.fakes import FakeBfd, FakeSpeaker, FakeWriter, SpeakerFact
 VIP = prefix_key(ip_network("203.0.113.10/32"))
 SVC = prefix_key(ip_network("203.0.113.20/32"))
 A, B, C = ip_address("10.0.0.2"), ip_address("10.0.0.3"), ip_address("10.0.0.4")
+A_B = Backed((A,), (B,))  # via A, and B takes over if A fails (the standby's path is in the RIB)
 ALLOW: dict[str, Any] = {"importPolicy": {"allowedPrefixes": [{"prefix": "203.0.113.0/24", "le": 32}]}}
 
 
@@ -112,7 +113,7 @@ async def test_best_path_goes_to_the_table_and_fails_over_on_withdraw(harness: H
     speaker.announce("fw-a", "203.0.113.20/32")
     await harness.settle()
     writer = harness.table()
-    assert writer.routes == {VIP: (A,), SVC: (A,)}
+    assert writer.routes == {VIP: A_B, SVC: (A,)}
 
     writer.applies.clear()
     speaker.withdraw("fw-a", "203.0.113.10/32")
@@ -153,6 +154,8 @@ async def test_bfd_down_tears_bgp_down_and_moves_the_fib_in_the_same_step(harnes
     await harness.settle()
     handle = harness.bfd.live("10.0.0.2")[0]
     rs = harness.runtime.route_server("vip")
+    writer = harness.table()
+    assert writer.routes[VIP] == A_B  # via A, grouped with its backup B
     callback = handle.callback
     assert callback is not None
     callback(StateChange(BfdState.DOWN, BfdState.UP, Diag.NO_DIAGNOSTIC, BfdReason.RECEIVED_INIT, 0.0))
@@ -168,6 +171,8 @@ async def test_bfd_down_tears_bgp_down_and_moves_the_fib_in_the_same_step(harnes
         )
     )
     assert ("peer_down", "fw-a", DownReason.BFD_DOWN) in speaker.calls
+    # The table moved off A before the RIB's work (the writer's group rewrite), in the same call.
+    assert writer.failovers == [{A}] and writer.routes[VIP] == (B,)
     assert rs.fib.entries()[VIP] == (B,)
     assert rs.tables["t"]._pending == {VIP: (B,)}
     await harness.settle()
@@ -734,13 +739,13 @@ async def test_restart_defers_adopted_prefixes_until_every_peer_sent_end_of_rib(
     speaker.establish("fw-a")
     speaker.announce("fw-a", "203.0.113.10/32", path_length=1)
     await harness.settle()
-    assert rs.deferring and rs.fib.entries()[VIP] == (A,)
+    assert rs.deferring and rs.fib.entries()[VIP] == A_B
     speaker.publish(EndOfRib("fw-a", IPV4_UNICAST))
     assert not rs.deferring
     await harness.settle()
-    assert writer.routes == {VIP: (A,), SVC: (B,)}
+    assert writer.routes == {VIP: A_B, SVC: (B,)}
     vip_writes = [batch[VIP] for batch in writer.applies if VIP in batch]
-    assert vip_writes == [(A,)]  # one write, of the converged FIB: never via B
+    assert vip_writes == [A_B]  # one write, of the converged FIB: never via B
 
 
 async def test_a_session_going_down_during_the_deferral_ends_it_at_once(harness: Harness) -> None:
@@ -781,8 +786,8 @@ async def test_the_deferral_timer_bounds_a_peer_that_never_sends_end_of_rib(harn
     assert rs.deferring
     await until(lambda: not rs.deferring)
     await harness.settle()
-    assert writer.routes == {VIP: (A,)}
-    assert [batch[VIP] for batch in writer.applies if VIP in batch] == [(A,)]
+    assert writer.routes == {VIP: A_B}
+    assert [batch[VIP] for batch in writer.applies if VIP in batch] == [A_B]
 
 
 async def test_no_deferral_without_adopted_routes(harness: Harness) -> None:
@@ -829,8 +834,8 @@ async def test_a_resync_during_the_deferral_keeps_adopted_routes_as_installed(
     speaker.publish(EndOfRib("fw-a", IPV4_UNICAST))
     assert not rs.deferring
     await harness.settle()
-    assert writer.routes == {VIP: (A,), SVC: (B,)}
-    assert [batch[VIP] for batch in writer.applies if VIP in batch] == [(A,)]
+    assert writer.routes == {VIP: A_B, SVC: (B,)}
+    assert [batch[VIP] for batch in writer.applies if VIP in batch] == [A_B]
 
 
 # -- a restart without persistRoutes (a SIGTERM that kept the routes, or a crash) -------------------
@@ -856,6 +861,6 @@ async def test_without_persist_adopted_routes_are_held_through_the_deferral_then
     speaker.publish(EndOfRib("fw-a", IPV4_UNICAST))
     assert not rs.deferring
     # Converged: the VIP stays via A (never via B); SVC, which nobody announces now, is removed.
-    await until(lambda: writer.routes == {VIP: (A,)})
+    await until(lambda: writer.routes == {VIP: A_B})
     written = [b[VIP] for b in writer.applies if VIP in b] + [r[VIP] for r in writer.resyncs if VIP in r]
-    assert written and set(written) == {(A,)}
+    assert written and {tuple(hops) for hops in written} == {(A,)}

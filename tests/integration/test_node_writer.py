@@ -421,3 +421,45 @@ def test_withdraw_all_removes_only_our_table_and_objects(node_lab: NodeLab) -> N
     remaining = node_lab.nexthops()
     assert t101_objects <= remaining.keys()
     assert all(i >> 16 == 0x8000 | 101 for i in remaining)  # table 100's block is empty
+
+
+def test_fail_over_rewrites_each_group_to_its_backup_in_messages_independent_of_routes(
+    node_lab: NodeLab,
+) -> None:
+    _proc, client = node_lab.writer()
+    open_writer(client, nexthop_objects=True)
+    plain, ecmp = vips(3, base="203.0.113.200"), vips(2, base="203.0.113.210")
+    messages: dict[int, tuple[int, int]] = {}
+    for count in (10, 1000):
+        backed = vips(count)
+        changes: dict[str, Any] = {p: {"hops": [A], "backup": [B]} for p in backed}
+        changes.update({p: [A] for p in plain})  # no backup: nowhere to go
+        changes.update({p: [A, B] for p in ecmp})
+        install = client.call("apply", name="w", changes=changes)["report"]
+        assert install["installed"] == count + 5 and install["rejected"] == []
+        before = node_lab.routes()
+        nhids = {before[(p, METRIC)]["nhid"] for p in backed}
+        assert len(nhids) == 1 and before[(plain[0], METRIC)]["nhid"] not in nhids
+
+        failed = client.call("fail_over", name="w", gateways=[A])["report"]
+        assert failed["installed"] == count + 2 and failed["rejected"] == []  # the routes moved
+
+        after = node_lab.routes()
+        assert {tuple(after[(p, METRIC)]["gateways"]) for p in backed + ecmp} == {(B,)}
+        assert {after[(p, METRIC)]["nhid"] for p in backed} == nhids  # the group moved, not the routes
+        assert {tuple(after[(p, METRIC)]["gateways"]) for p in plain} == {(A,)}
+        installed = client.call("installed", name="w")["routes"]
+        assert {tuple(installed[p]) for p in backed + ecmp} == {(B,)}
+        # The RIB's changes follow: the routes are where they should be already.
+        confirm = {p: [B] for p in backed + ecmp} | dict.fromkeys(plain)
+        settled = client.call("apply", name="w", changes=confirm)["report"]
+        assert settled["rejected"] == [] and settled["removed"] == 3
+        assert {tuple(node_lab.routes()[(p, METRIC)]["gateways"]) for p in backed + ecmp} == {(B,)}
+        messages[count] = (failed["netlink_messages"], settled["netlink_messages"])
+        client.call("withdraw_all", name="w")
+        assert node_lab.routes() == {}
+    # One group rewrite each for the backed group and the ECMP group, whatever the route count; the
+    # confirming pass only deletes what had nowhere to go (and its objects).
+    assert messages[10] == messages[1000]
+    assert messages[10][0] == 2 and messages[10][1] <= 3 + 3
+    assert client.call("fail_over", name="w", gateways=[A])["report"] is None  # nothing left of ours

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv6Address, ip_network
+from pathlib import Path
 
 import pytest
 
@@ -122,6 +123,7 @@ def test_defaults_and_next_hop_of_the_right_family() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
+        ([], "nothing to advertise"),
         (["--advertise", VIP, "--peer-asn", "65001", "--prepend", "1"], "eBGP"),
         (["--advertise", VIP, "--local-address", "2001:db8::2"], "same address family"),
         (["--advertise", VIP, "--hold-time", "2"], "at least 3"),
@@ -151,7 +153,6 @@ def test_router_id_is_needed_without_an_ipv4_local_address() -> None:
 @pytest.mark.parametrize(
     "argv",
     [
-        BASE,  # no --advertise
         [*BASE, "--advertise", "203.0.113.10/24"],  # host bits set
         [*BASE, "--advertise", VIP, "--prepend", "33"],
         [*BASE, "--advertise", VIP, "--bfd-interval-ms", "5"],
@@ -211,3 +212,30 @@ async def test_appliance_advertises_its_prefix_and_withdraws_it_on_stop() -> Non
     finally:
         await appliance.stop()
         await rs.stop()
+
+
+def test_prefixes_from_a_file_join_the_command_line(tmp_path: Path) -> None:
+    listing = tmp_path / "vips.txt"
+    listing.write_text("# VIPs of the pool\n203.0.113.11/32\n\n203.0.113.12/32  # second\n" + VIP + "\n")
+    options = _options([*BASE, "--advertise", VIP, "--advertise-file", str(listing)])
+    assert options.prefixes == tuple(
+        ip_network(p) for p in (VIP, "203.0.113.11/32", "203.0.113.12/32")
+    )  # in order, once each
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "No such file"),
+        ("203.0.113.11/32\n203.0.113.300/32\n", "line 2"),
+        ("# none\n", "nothing to advertise"),
+    ],
+)
+def test_a_bad_or_empty_prefix_file_is_refused_with_its_line(
+    tmp_path: Path, content: str | None, message: str
+) -> None:
+    listing = tmp_path / "vips.txt"
+    if content is not None:
+        listing.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        _options([*BASE, "--advertise-file", str(listing)])

@@ -12,6 +12,8 @@ Every request is one JSON object on one line, answered by one JSON object on one
     {"cmd": "start", "name": "w"}                                -> {"ok": true, "report": {...}}
     {"cmd": "apply", "name": "w", "changes": {"203.0.113.1/32": ["10.0.1.2"], "...": null}}
                                                                  -> {"ok": true, "report": {...}}
+        (a value may also be {"hops": [...], "backup": [...]}: next hops with their backup, `Backed`)
+    {"cmd": "fail_over", "name": "w", "gateways": ["10.0.1.2"]}  -> {"ok": true, "report": {...} or null}
     {"cmd": "resync", "name": "w", "desired": {"203.0.113.1/32": ["10.0.1.2"]}}  -> same
     {"cmd": "withdraw_all", "name": "w"}                         -> same
     {"cmd": "installed", "name": "w"}                            -> {"ok": true, "routes": {prefix: [gw]}}
@@ -40,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bgp.types import key_str, prefix_key
-from controller.desired import Hops, RouteKey
+from controller.desired import Backed, Hops, RouteKey
 from controller.writers.base import WriteReport
 from controller.writers.netlink import DEFAULT_PROTOCOL, RT_TABLES_PATHS, NodeTableWriter
 
@@ -58,11 +60,18 @@ def report_json(report: WriteReport, seconds: float | None = None) -> dict[str, 
     }
 
 
-def _entries(raw: Mapping[str, list[str] | None]) -> dict[RouteKey, Hops | None]:
+def _entries(raw: Mapping[str, list[str] | dict[str, list[str]] | None]) -> dict[RouteKey, Hops | None]:
     out: dict[RouteKey, Hops | None] = {}
+    interned: dict[Hops, Hops] = {}  # one object per distinct set, as the FIB hands them over
     for text, gateways in raw.items():
         prefix = prefix_key(ip_network(text))
-        out[prefix] = None if gateways is None else tuple(ip_address(g) for g in gateways)
+        hops: Hops | None = None
+        if isinstance(gateways, dict):
+            primary = tuple(ip_address(g) for g in gateways["hops"])
+            hops = Backed(primary, tuple(ip_address(g) for g in gateways["backup"]))
+        elif gateways is not None:
+            hops = tuple(ip_address(g) for g in gateways)
+        out[prefix] = None if hops is None else interned.setdefault(hops, hops)
     return out
 
 
@@ -103,6 +112,10 @@ class Server:
         elif cmd == "resync":
             desired = {p: e for p, e in _entries(request["desired"]).items() if e is not None}
             report = await writer.resync(desired)
+        elif cmd == "fail_over":
+            failed = writer.fail_over([ip_address(g) for g in request["gateways"]])
+            seconds = time.perf_counter() - started
+            return {"ok": True, "report": None if failed is None else report_json(failed, seconds)}
         elif cmd == "withdraw_all":
             report = await writer.withdraw_all()
         elif cmd == "installed":

@@ -346,17 +346,21 @@ operations: st.SearchStrategy[tuple[str, int, list[int], int, int]] = st.one_of(
         missing_med_worst=st.booleans(),
     ),
     st.lists(operations, max_size=40),
+    st.booleans(),
 )
 def test_loc_rib_always_equals_a_brute_force_decision(
     attribute_pool: list[PathAttributes],
     options: DecisionOptions,
     ops: list[tuple[str, int, list[int], int, int]],
+    track_backups: bool,
 ) -> None:
     rib = LocRib(
         max_paths=options.max_paths,
         always_compare_med=options.always_compare_med,
         missing_med_worst=options.missing_med_worst,
     )
+    rib.track_backups = track_backups
+    backups: dict[int, Path | None] = dict.fromkeys(PREFIXES)  # as a consumer last looked them up
     model: dict[tuple[str, int, int], Path] = {}
     interned: dict[tuple[int, int, int], Path] = {}
     seen: dict[int, tuple[Path | None, tuple[Path, ...]]] = dict.fromkeys(PREFIXES, (None, ()))
@@ -377,14 +381,28 @@ def test_loc_rib_always_equals_a_brute_force_decision(
             changes = rib.remove_peer(p.peer_id)
             for k in [k for k in model if k[0] == p.peer_id]:
                 del model[k]
-        # The reported changes turn the previous state into the current one, and only real changes.
+        # The reported changes turn the previous state into the current one, and only real changes
+        # (with track_backups, a change of the backup alone is one).
         for change in changes:
             assert seen[change.prefix] == (change.old_best, change.old_ecmp)
             # Paths compare by identity in the Loc-RIB (the Adj-RIB-In interns them).
-            assert [id(p) for p in (change.old_best, *change.old_ecmp)] != [
+            same = [id(p) for p in (change.old_best, *change.old_ecmp)] == [
                 id(p) for p in (change.new_best, *change.new_ecmp)
             ]
+            assert not same or (track_backups and rib.backup(change.prefix) is not backups[change.prefix])
             seen[change.prefix] = (change.new_best, change.new_ecmp)
+        reported = {change.prefix for change in changes}
+        for prefix in PREFIXES:
+            backup = rib.backup(prefix)
+            if track_backups and backup is not backups[prefix]:
+                assert prefix in reported  # a consumer that looks the backup up never misses one
+            if prefix in reported:
+                backups[prefix] = backup
+            # The backup runs through a next hop outside the ECMP set, and exists when one does.
+            hops = {p.attributes.next_hop for p in rib.ecmp(prefix)}
+            outside = [p for p in rib.candidates(prefix) if p.attributes.next_hop not in hops]
+            assert (backup is None) == (not outside)
+            assert backup is None or backup in outside
         for prefix in PREFIXES:
             current = [rp for (_, pfx, _), rp in model.items() if pfx == prefix]
             if not current:
@@ -403,3 +421,59 @@ def test_loc_rib_always_equals_a_brute_force_decision(
             )
             assert sorted((pfx, id(rp)) for pfx, rp in rib.paths_by_next_hop(next_hop)) == expected
     assert PEERS[3].local_asn == LOCAL_ASN
+
+
+def test_a_backup_change_is_reported_when_tracked() -> None:
+    rib = LocRib()
+    rib.track_backups = True
+    active = path(peer(1), attrs(65001, next_hop="198.51.100.1"))
+    standby = path(peer(2), attrs(65002, 65002, next_hop="198.51.100.2"))
+    rib.update(active.peer, P1, active)
+    rib.update(active.peer, P2, active)
+    assert rib.backup(P1) is None
+    # The standby arriving after the active changes no best path, but it is the backup now.
+    assert rib.update_many(standby.peer, [P1, P2], standby) == [
+        RibChange(P1, active, active, (active,), (active,), DecisionReason.AS_PATH_LENGTH),
+        RibChange(P2, active, active, (active,), (active,), DecisionReason.AS_PATH_LENGTH),
+    ]
+    assert rib.backup(P1) is standby and rib.sole_next_hops("p1") == [ip_address("198.51.100.1")]
+    # A standby through the active's own next hop is no backup.
+    same_hop = path(peer(3), attrs(65003, 65003, 65003, next_hop="198.51.100.1"))
+    assert rib.update(same_hop.peer, P1, same_hop) is None
+    assert rib.backup(P1) is standby and rib.sole_next_hops("p1") == []  # p3 uses it too
+    # Withdrawn, the standby is reported again (the prefix has no backup left).
+    assert rib.update(standby.peer, P2, None) == RibChange(
+        P2, active, active, (active,), (active,), DecisionReason.ONLY_PATH
+    )
+    assert rib.backup(P2) is None
+    assert rib.remove_peer("p2") == [  # p3's path (via the active's next hop) is left
+        RibChange(P1, active, active, (active,), (active,), DecisionReason.AS_PATH_LENGTH)
+    ]
+    assert rib.backup(P1) is None and rib.best(P1) is active
+
+
+def test_untracked_backups_stay_silent() -> None:
+    rib = LocRib()
+    active = path(peer(1), attrs(65001, next_hop="198.51.100.1"))
+    standby = path(peer(2), attrs(65002, 65002, next_hop="198.51.100.2"))
+    rib.update(active.peer, P1, active)
+    assert rib.update(standby.peer, P1, standby) is None
+    assert rib.backup(P1) is standby  # there to look up, but no change is reported for it
+    assert rib.remove_peer("p2") == []
+
+
+def test_removing_the_standby_peer_reports_each_prefix_it_backed() -> None:
+    rib = LocRib()
+    rib.track_backups = True
+    active = path(peer(1), attrs(65001, next_hop="198.51.100.1"))
+    standby = path(peer(2), attrs(65002, 65002, next_hop="198.51.100.2"))
+    for prefix in (P1, P2):
+        rib.update(active.peer, prefix, active)
+        rib.update(standby.peer, prefix, standby)
+    changes = rib.remove_peer("p2")
+    assert sorted(changes) == sorted(
+        RibChange(prefix, active, active, (active,), (active,), DecisionReason.ONLY_PATH)
+        for prefix in (P1, P2)
+    )
+    assert rib.backup(P1) is rib.backup(P2) is None
+    assert rib.peer_path_count("p2") == 0
