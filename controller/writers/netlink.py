@@ -252,6 +252,9 @@ class NodeTableWriter:
                 raise
         self._lock = asyncio.Lock()
         self._started = False
+        # Read here, where the sockets were opened: /proc/sys/net is the namespace of the reader.
+        self.nexthop_compat_mode = _read_compat_mode()
+        self._compat_hint_logged = False
         # What the controller wants, and whether that is the whole FIB (after one resync). A writer
         # that follows its owner (`follow`) keeps no copy: it asks the owner when it repairs.
         self._desired: dict[RouteKey, Hops] = {}
@@ -477,6 +480,14 @@ class NodeTableWriter:
         """Rebuild our picture from the kernel: our routes in our table, our nexthop objects."""
         with _gc_paused(max(len(self._routes), _BULK)):
             self._adopt_now()
+        if self._nexthop_objects and self.nexthop_compat_mode == 1 and not self._compat_hint_logged:
+            self._compat_hint_logged = True
+            log.info(
+                "net.ipv4.nexthop_compat_mode is 1: the kernel sends a notification per route whenever a "
+                "nexthop group changes, so a failover of 100,000 routes costs it a few ms; set it to 0 "
+                "(sysctl) for failover independent of the route count (table %s)",
+                self.table,
+            )
 
     def _adopt_now(self) -> None:
         if self._nexthop_objects is None:
@@ -807,6 +818,8 @@ class NodeTableWriter:
         report.netlink_messages = len(plan.batch.messages)
         if plan.batch.messages:
             self._commit(plan, self._channel.send(plan.batch), report)
+        elif plan.rewrites:
+            self._commit(plan, SendResult(), report)
         for gid, (_before, after, _moved) in plan.rewrites.items():
             rewritten = self._groups.get(gid)
             if rewritten is not None and rewritten.members is after.members:  # not undone by a refusal
@@ -914,6 +927,8 @@ class NodeTableWriter:
         report.netlink_messages = len(batch.messages)
         if batch.messages:
             self._commit(plan, self._channel.send(batch), report)
+        elif plan.rewrites:
+            self._commit(plan, SendResult(), report)  # groups re-keyed (a backup changed): no message
         self._collect_garbage(report)
         return report
 
@@ -990,6 +1005,8 @@ class NodeTableWriter:
         before = _Group(group.member_ids, group.members)
         group.member_ids, group.members = member_ids, hops
         plan.rewrites[gid] = (before, _Group(member_ids, hops), moved)
+        if member_ids == before.member_ids:
+            return True  # only the backup changed: the group forwards as it should already, re-keyed
         self._channel.add(
             plan.batch,
             Op.NEXTHOP_REPLACE,
@@ -1402,6 +1419,15 @@ class NodeTableWriter:
             dirty.add(prefix)
         self._generation += 1
         return dirty
+
+
+def _read_compat_mode() -> int | None:
+    """net.ipv4.nexthop_compat_mode of the current network namespace (None: not this kernel's)."""
+    try:
+        with open("/proc/sys/net/ipv4/nexthop_compat_mode", encoding="ascii") as setting:
+            return int(setting.read().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def _gateways(hops: tuple[NextHop, ...]) -> Hops:

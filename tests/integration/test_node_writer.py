@@ -463,3 +463,66 @@ def test_fail_over_rewrites_each_group_to_its_backup_in_messages_independent_of_
     assert messages[10] == messages[1000]
     assert messages[10][0] == 2 and messages[10][1] <= 3 + 3
     assert client.call("fail_over", name="w", gateways=[A])["report"] is None  # nothing left of ours
+
+
+def test_without_nexthop_compat_mode_adoption_and_fail_over_work_from_the_objects(node_lab: NodeLab) -> None:
+    """net.ipv4.nexthop_compat_mode=0 (the kernel's advice for software that knows nexthop objects, and
+    what makes a group rewrite cost the kernel nothing per route): dumps and notifications then carry
+    the nexthop id only. A restarted writer still adopts what it wrote, and fails over."""
+    node_lab.node.run("sysctl", "-q", "-w", "net.ipv4.nexthop_compat_mode=0")
+    first, client = node_lab.writer("first")
+    open_writer(client, nexthop_objects=True)
+    backed, plain = vips(20), vips(3, base="203.0.113.200")
+    desired: dict[str, Any] = {p: {"hops": [A], "backup": [B]} for p in backed} | {p: [A] for p in plain}
+    assert client.call("resync", name="w", desired=desired)["report"]["installed"] == 23
+    client.close()
+    first.stop()
+
+    _second, client = node_lab.writer("second")
+    open_writer(client, nexthop_objects=True)
+    installed = client.call("installed", name="w")["routes"]
+    assert {p: installed[str(ip_network(p))] for p in backed + plain} == {p: [A] for p in backed + plain}
+    again = client.call("resync", name="w", desired=desired)["report"]
+    assert again["rejected"] == [] and again["removed"] == 0
+    failed = client.call("fail_over", name="w", gateways=[A])["report"]
+    assert failed["installed"] == 20 and failed["netlink_messages"] == 1
+    nexthops = node_lab.nexthops()
+    routes = node_lab.routes()
+
+    def gateways(prefix: str) -> set[str]:
+        group = nexthops[routes[(prefix, METRIC)]["nhid"]]
+        return {nexthops[member["id"]]["gateway"] for member in group["group"]}
+
+    assert {frozenset(gateways(p)) for p in backed} == {frozenset({B})}
+    assert {frozenset(gateways(p)) for p in plain} == {frozenset({A})}
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["same-writer", "after-restart"])
+def test_a_backup_arriving_changes_nothing_in_the_kernel(node_lab: NodeLab, restart: bool) -> None:
+    """The standby's path arriving (or leaving) changes a route's backup only: the writer re-keys its
+    group, and neither the route nor the group it points at is written."""
+    proc, client = node_lab.writer("first")
+    open_writer(client, nexthop_objects=True)
+    prefixes = vips(5)
+    client.call("apply", name="w", changes={p: [A] for p in prefixes})
+    before, nexthops = node_lab.routes(), node_lab.nexthops()
+    if restart:
+        client.close()
+        proc.stop()
+        _proc, client = node_lab.writer("second")
+        open_writer(client, nexthop_objects=True)
+
+    backed = client.call("apply", name="w", changes={p: {"hops": [A], "backup": [B]} for p in prefixes})
+    report = backed["report"]
+    assert report["rejected"] == [] and report["installed"] == 5
+    after = node_lab.routes()
+    assert after == before  # same routes, same group
+    group = {i: nh for i, nh in node_lab.nexthops().items() if i in nexthops}
+    assert group == nexthops  # the group is untouched; only B's hop object was added, ready
+    assert report["netlink_messages"] == 1
+    # And back: the standby leaves, the backup goes, the kernel is not touched at all.
+    plain = client.call("apply", name="w", changes={p: [A] for p in prefixes})["report"]
+    assert plain["installed"] == 5 and node_lab.routes() == before
+    # Without a backup a dead next hop's group has nowhere to go: the RIB's changes remove its routes.
+    assert client.call("fail_over", name="w", gateways=[A])["report"]["netlink_messages"] == 0
+    assert node_lab.routes() == before

@@ -6,6 +6,7 @@ inspected message by message, and the kernel refuses on demand.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import replace
 from ipaddress import IPv4Address, ip_address, ip_network
@@ -13,7 +14,7 @@ from ipaddress import IPv4Address, ip_address, ip_network
 import pytest
 
 from bgp.types import prefix_key
-from controller.desired import Address, Hops, RouteKey
+from controller.desired import Address, Backed, Hops, RouteKey
 from controller.writers import rtnl
 from controller.writers.base import RejectReason
 from controller.writers.netlink import NodeTableWriter
@@ -495,3 +496,65 @@ async def test_a_following_writer_keeps_no_copy_and_repairs_from_its_owner(kerne
     writer._events = [(False, theirs)]
     assert await writer._repair(full=False) is None
     assert kernel.fib == {}
+
+
+def backed(
+    prefixes: Iterable[RouteKey], hops: tuple[Address, ...], backup: tuple[Address, ...]
+) -> dict[RouteKey, Hops]:
+    return dict.fromkeys(prefixes, Backed(hops, backup))
+
+
+async def test_fail_over_rewrites_each_group_to_its_backup_or_remaining_members(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    one, ecmp, alone = vips(50), vips(3, "10.65.0.0"), vips(2, "10.66.0.0")
+    await writer.apply(backed(one, (A,), (C,)) | via(ecmp, A, B) | via(alone, A))
+    kernel.messages.clear()
+
+    report = writer.fail_over([A])  # no pass holds the socket: done now, in this call
+
+    assert report is not None and report.netlink_messages == 2 and report.installed == 53
+    assert kernel.messages == [rtnl.RTM_NEWNEXTHOP, rtnl.RTM_NEWNEXTHOP]  # two group rewrites, no route
+    assert {tuple(kernel.gateways(TABLE, p, METRIC)) for p in one} == {(str(C),)}
+    assert {tuple(kernel.gateways(TABLE, p, METRIC)) for p in ecmp} == {(str(B),)}
+    assert {tuple(kernel.gateways(TABLE, p, METRIC)) for p in alone} == {(str(A),)}  # nowhere to go
+    assert {writer.installed()[p] for p in one + ecmp} == {(C,), (B,)}
+    # The RIB's changes confirm it: nothing left to send for the routes that moved.
+    kernel.messages.clear()
+    confirm = await writer.apply(via(one, C) | via(ecmp, B) | dict.fromkeys(alone))
+    assert confirm.rejected == [] and rtnl.RTM_NEWROUTE not in kernel.messages
+
+
+async def test_fail_over_while_a_pass_runs_is_queued_ahead_of_the_next(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    prefixes = vips(10)
+    await writer.apply(backed(prefixes, (A,), (B,)))
+    async with writer._lock:  # a pass in flight holds the socket
+        assert writer.fail_over([A]) is None
+        assert {tuple(kernel.gateways(TABLE, p, METRIC)) for p in prefixes} == {(str(A),)}
+    for _ in range(5):  # the queued task takes the lock next
+        await asyncio.sleep(0)
+    assert {tuple(kernel.gateways(TABLE, p, METRIC)) for p in prefixes} == {(str(B),)}
+
+
+async def test_a_refused_fail_over_leaves_routes_for_the_rib_to_move(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    prefixes = vips(4)
+    await writer.apply(backed(prefixes, (A,), (B,)))
+    group = next(iter(kernel.fib.values())).nh_id
+    assert group is not None
+    kernel.refuse_groups.add(group)
+
+    report = writer.fail_over([A])
+
+    assert report is not None and report.installed == 0
+    assert set(writer.installed().values()) == {Backed((A,), (B,))}
+    kernel.refuse_groups.clear()
+    moved = await writer.apply(via(prefixes, B))  # the RIB's changes still move them
+    assert moved.installed == 4
+    assert {tuple(kernel.gateways(TABLE, p, METRIC)) for p in prefixes} == {(str(B),)}
+
+
+async def test_without_nexthop_objects_fail_over_leaves_it_to_the_rib(kernel: FakeKernel) -> None:
+    writer = await started(kernel, objects=False)
+    await writer.apply(backed(vips(3), (A,), (B,)))
+    assert writer.fail_over([A]) is None
