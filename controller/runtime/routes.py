@@ -371,7 +371,7 @@ class _PageBuilder:
     ) -> str:
         there = writer.installed_route(prefix) if writer is not None else None
         if there:
-            same = there is hops or tuple(there) == hops
+            same = there is hops or there == hops  # (`Backed` hops compare with their backup)
             there_text = hop_text if same else self.addresses(there)
             return f'{head},"state":"Installed","nextHops":{there_text},"inSync":{_BOOL[same]}}}'
         rejection = table.rejected.get(prefix) if table.rejected else None
