@@ -34,7 +34,7 @@ from controller.events import (
     TableWriteFailed,
     TableWritten,
 )
-from controller.runtime import retry
+from controller.runtime import memory, retry
 from controller.runtime.ports import RouteServerPart, TableWriter, WriterFactory
 from controller.writers.base import Rejection, WriteReport
 
@@ -335,6 +335,7 @@ class TableRuntime:
             )
         )
         self.last_write_at = time.time()
+        memory.release_soon(report.removed)  # a large withdraw: its memory back to the OS, once quiet
         if self.last_error is not None:
             events.emit(TableRecovered(owner.name, self.name))
         self.last_error = None

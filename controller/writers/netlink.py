@@ -348,6 +348,7 @@ class NodeTableWriter:
             raise
         finally:
             self._generation += 1  # the pass is over (or never ran): installed() reads afresh
+            self._installed = None  # and the last answer is not kept alive (a million entries)
 
     async def start(self) -> WriteReport:
         """Adopt what we own in this table (nothing is removed yet), then start watching it."""
@@ -1231,7 +1232,8 @@ class NodeTableWriter:
             wanted.update((prefix, after.members) for prefix, _route in moved)
         for prefix, hops in wanted.items():
             route = self._routes.get(prefix)
-            if route is not None and route.hops == hops:
+            # What the kernel holds, read back: forwarding, not backups (adopted groups are plain).
+            if route is not None and tuple(route.hops) == tuple(hops):
                 report.installed += 1
                 continue
             failure = known.get(prefix)

@@ -558,3 +558,15 @@ async def test_without_nexthop_objects_fail_over_leaves_it_to_the_rib(kernel: Fa
     writer = await started(kernel, objects=False)
     await writer.apply(backed(vips(3), (A,), (B,)))
     assert writer.fail_over([A]) is None
+
+
+async def test_lost_error_reports_with_backed_hops_count_what_the_kernel_forwards(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    prefixes = vips(3)
+    kernel.refuse_routes.add(prefixes[0])
+    kernel.lose_errors = True
+
+    report = await writer.apply(backed(prefixes, (A,), (B,)))  # read back: plain groups, no backup
+
+    assert report.installed == 2
+    assert [(r.prefix, r.reason) for r in report.rejected] == [(prefixes[0], RejectReason.KERNEL_REFUSED)]
