@@ -42,6 +42,7 @@ import itertools
 import json
 import os
 import pstats
+import shutil
 import signal
 import socket
 import subprocess
@@ -377,7 +378,9 @@ def _after_load(
         receiver.process.proc.signal(signal.SIGUSR2)
         time.sleep(2.0 + count * 20e-6)
         if receiver.traced_to.exists():
-            run.check["tracemalloc"] = str(receiver.traced_to)
+            loaded = receiver.traced_to.with_name(f"{receiver.traced_to.stem}-loaded.txt")
+            shutil.copyfile(receiver.traced_to, loaded)  # later reports (after withdraws) overwrite it
+            run.check["tracemalloc"] = str(loaded)
     for cycle in range(options.cycles):
         if cycle:
             feeder.enable()
@@ -404,6 +407,19 @@ def _after_load(
         if last and options.withdraw == "signal":
             return
         time.sleep(options.settle)
+        if (
+            options.traced is not None
+            and isinstance(receiver, KrsReceiver)
+            and receiver.traced_to is not None
+        ):
+            # What is still allocated once everything was withdrawn (a leak, or caches kept alive).
+            assert receiver.process.proc is not None
+            receiver.process.proc.signal(signal.SIGUSR2)
+            time.sleep(2.0)
+            if receiver.traced_to.exists():
+                kept = receiver.traced_to.with_name(f"{receiver.traced_to.stem}-withdrawn-{cycle}.txt")
+                shutil.copyfile(receiver.traced_to, kept)
+                run.check[f"tracemalloc_withdrawn_{cycle}"] = str(kept)
         run.cycles.append(
             {"rss_loaded": loaded_rss, "rss_withdrawn": receiver.memory().rss, "withdraw_s": gone - started}
         )
