@@ -216,6 +216,7 @@ class Agent:
         self._health_checks: list[Callable[[], bool]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._signals: list[signal.Signals] = []
+        self._inherited_handlers: dict[signal.Signals, signal._HANDLER] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- what sources and sinks use ------------------------------------------------------------------
@@ -273,6 +274,8 @@ class Agent:
         """SIGTERM/SIGINT stop, SIGHUP reloads. Run again to take them back (kopf installs its own)."""
         loop = asyncio.get_running_loop()
         for sig in HANDLED_SIGNALS:
+            if sig not in self._signals:
+                self._inherited_handlers[sig] = signal.getsignal(sig)
             if sig is signal.SIGHUP:
                 loop.add_signal_handler(sig, self._on_sighup)
             else:
@@ -379,6 +382,10 @@ class Agent:
             return
         for sig in self._signals:
             self._loop.remove_signal_handler(sig)
+            # asyncio resets to SIG_DFL; give back what the process had (SIG_IGN under nohup).
+            inherited = self._inherited_handlers.pop(sig, None)
+            if inherited is not None:
+                signal.signal(sig, inherited)
         self._signals = []
 
     def _on_stop_signal(self) -> None:
