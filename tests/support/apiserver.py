@@ -31,11 +31,21 @@ from typing import Any
 
 from tests.support.prereq import require_binary
 
+_handed_out: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nobody listens on, never one this process was given before: the kernel may
+    hand the same ephemeral port to consecutive bind(0) calls once each socket is closed (two of
+    etcd's URLs on one port: "bind: address already in use")."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no unused loopback port after 1000 tries")
 
 
 def _openssl(*args: str, cwd: Path) -> None:

@@ -530,10 +530,13 @@ async def test_fail_over_while_a_pass_runs_is_queued_ahead_of_the_next(kernel: F
     await writer.apply(backed(prefixes, (A,), (B,)))
     async with writer._lock:  # a pass in flight holds the socket
         assert writer.fail_over([A]) is None
+        await asyncio.sleep(0)  # the queued fail-over now waits for the lock
         assert {tuple(kernel.gateways(TABLE, p, METRIC)) for p in prefixes} == {(str(A),)}
-    for _ in range(5):  # the queued task takes the lock next
-        await asyncio.sleep(0)
+    # The next pass (the RIB's changes, here none) waits behind it: the lock is FIFO.
+    kernel.messages.clear()
+    await writer.apply({})
     assert {tuple(kernel.gateways(TABLE, p, METRIC)) for p in prefixes} == {(str(B),)}
+    assert rtnl.RTM_NEWROUTE not in kernel.messages  # moved by the group rewrite alone
 
 
 async def test_a_refused_fail_over_leaves_routes_for_the_rib_to_move(kernel: FakeKernel) -> None:
