@@ -359,6 +359,23 @@ class MeasureOptions:
     traced: Path | None = None  # krs under bench.traced: its report is copied here per run
 
 
+def _traced_report(receiver: KrsReceiver, keep_as: Path, timeout: float) -> bool:
+    """Ask the traced route server for a report (SIGUSR2) and keep it as `keep_as`.
+
+    The report of a large table takes seconds to write (bench.traced renames it into place when
+    complete), so this waits for the file, bounded by `timeout`."""
+    assert receiver.process.proc is not None and receiver.traced_to is not None
+    receiver.traced_to.unlink(missing_ok=True)
+    receiver.process.proc.signal(signal.SIGUSR2)
+    deadline = time.monotonic() + timeout
+    while not receiver.traced_to.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    shutil.copyfile(receiver.traced_to, keep_as)
+    return True
+
+
 def _after_load(
     run: Run,
     receiver: Receiver,
@@ -374,12 +391,8 @@ def _after_load(
     time.sleep(options.settle)
     run.rss_settled = receiver.memory().rss
     if options.traced is not None and isinstance(receiver, KrsReceiver) and receiver.traced_to is not None:
-        assert receiver.process.proc is not None
-        receiver.process.proc.signal(signal.SIGUSR2)
-        time.sleep(2.0 + count * 20e-6)
-        if receiver.traced_to.exists():
-            loaded = receiver.traced_to.with_name(f"{receiver.traced_to.stem}-loaded.txt")
-            shutil.copyfile(receiver.traced_to, loaded)  # later reports (after withdraws) overwrite it
+        loaded = receiver.traced_to.with_name(f"{receiver.traced_to.stem}-loaded.txt")
+        if _traced_report(receiver, loaded, 30.0 + count * 100e-6):
             run.check["tracemalloc"] = str(loaded)
     for cycle in range(options.cycles):
         if cycle:
@@ -413,12 +426,8 @@ def _after_load(
             and receiver.traced_to is not None
         ):
             # What is still allocated once everything was withdrawn (a leak, or caches kept alive).
-            assert receiver.process.proc is not None
-            receiver.process.proc.signal(signal.SIGUSR2)
-            time.sleep(2.0)
-            if receiver.traced_to.exists():
-                kept = receiver.traced_to.with_name(f"{receiver.traced_to.stem}-withdrawn-{cycle}.txt")
-                shutil.copyfile(receiver.traced_to, kept)
+            kept = receiver.traced_to.with_name(f"{receiver.traced_to.stem}-withdrawn-{cycle}.txt")
+            if _traced_report(receiver, kept, 30.0 + count * 100e-6):
                 run.check[f"tracemalloc_withdrawn_{cycle}"] = str(kept)
         run.cycles.append(
             {"rss_loaded": loaded_rss, "rss_withdrawn": receiver.memory().rss, "withdraw_s": gone - started}

@@ -40,7 +40,9 @@ def _report(path: Path) -> None:
             lines.append(
                 f"{stat.size:>14,} B {stat.count:>10,} blocks {100 * stat.size / total:5.1f}%  {where}"
             )
-    path.write_text("\n".join(lines) + "\n")
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("\n".join(lines) + "\n")
+    partial.replace(path)  # whole or absent: the bench waits for the file to appear
 
 
 def main() -> None:

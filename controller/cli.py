@@ -30,6 +30,7 @@ from urllib.parse import urlencode
 from controller import logs
 from controller.admin import DEFAULT_ADMIN_ADDRESS, parse_address
 from controller.argtypes import route_protocol, router_id
+from controller.runtime import memory
 from controller.standalone import RunOptions, run, validate
 from controller.status import render
 from controller.writers.netlink import DEFAULT_PROTOCOL
@@ -402,6 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command in ("run", "agent"):
+        memory.return_large_blocks()  # before the route path allocates: freed tables leave no holes
     if args.command == "run":
         return _run(args)
     if args.command == "validate":
