@@ -78,6 +78,9 @@ class TableRuntime:
         self._factory = factory
         self._resync_interval = resync_interval
         self._pending: dict[RouteKey, Hops | None] = {}
+        # Counts what may have changed what the table should hold (pushes, a new filter): the
+        # writer keeps its in-sync answer for status until this or its own routes change.
+        self.desired_version = 0
         self._pending_since: float | None = None
         self._wake = asyncio.Event()
         self._resync_at: float | None = None
@@ -134,6 +137,7 @@ class TableRuntime:
         return desired
 
     def push(self, changes: RouteChanges) -> None:
+        self.desired_version += 1
         if self.filter is None:
             added = bool(changes)
             self._pending.update(changes)  # latest wins per prefix; one C-level pass for a bulk feed
@@ -171,6 +175,7 @@ class TableRuntime:
         """A new prefix filter (the target is unchanged): resynchronise with it."""
         self.desired = desired
         self.filter = desired.filter_policy()
+        self.desired_version += 1
         self.request_resync()
 
     async def close(self, withdraw: bool) -> None:

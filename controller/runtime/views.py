@@ -61,32 +61,34 @@ def first_routes(routes: Mapping[RouteKey, Hops], limit: int) -> list[tuple[Rout
 def table_view(table: TableRuntime, max_routes: int = MAX_STATUS_ROUTES) -> TableView:
     """A table's status; up to `max_routes` installed routes listed (0: counts only)."""
     writer = table.writer
-    installed: Mapping[RouteKey, Hops] = writer.installed() if writer is not None else {}
     desired = table.desired_hops()
     table_id = getattr(writer, "table", None)
     reasons: dict[str, int] = {}
     for r in table.rejected.values():
         reasons[r.reason.value] = reasons.get(r.reason.value, 0) + 1
-    # Counts and one C-level dict comparison: nothing per route is built here.
+    # Counts, and the writer's in-place comparison (kept until something changes): nothing per
+    # route is built here.
+    installed_count = writer.installed_count() if writer is not None else 0
     in_sync = (
-        table.synced
+        writer is not None
+        and table.synced
         and table.last_error is None
         and not table._pending
-        and len(installed) == len(desired)
-        and installed == desired
+        and installed_count == len(desired)
+        and writer.matches(desired, table.desired_version)
     )
     return TableView(
         name=table.name,
         target=str(table.desired.target),
         table_id=table_id if isinstance(table_id, int) else None,
         routes_desired=len(desired),
-        routes_installed=len(installed),
+        routes_installed=installed_count,
         routes_rejected=len(table.rejected),
         rejected_by_reason=reasons,
         in_sync=in_sync,
         installed=tuple(
             RouteView(key_str(p), tuple(str(h) for h in hops))
-            for p, hops in first_routes(installed, max_routes)
+            for p, hops in (writer.first_installed(max_routes) if writer is not None else ())
         ),
         rejected=tuple(
             RejectedRouteView(key_str(r.prefix), r.reason.value, r.message)

@@ -75,6 +75,10 @@ class RouteWriter(Protocol):
     - `installed`: what is programmed now, as read back (key -> next hops).
     - `installed_route`: the same for one prefix (None: no route of ours), without building the
       whole mapping (the per-route view, controller/runtime/routes.py, reads it once per route).
+    - `installed_count`, `first_installed` and `matches`: what status and metrics read at every
+      scrape (how many, the first few in address order, whether the target holds exactly what the
+      table wants), answered without a copy of every route (a million-route mapping kept alive
+      by a scrape would cost as much as the writer's own records).
     - `follow`: read what the table should hold from its owner when repairing (no copy of it kept).
     - `fail_over`: BFD declared these gateways dead: move what uses them to what is left of each
       route's next hops, or to its backup (`Backed`), now and without looking at single routes where
@@ -98,6 +102,17 @@ class RouteWriter(Protocol):
     def installed(self) -> Mapping[RouteKey, Hops]: ...
 
     def installed_route(self, prefix: RouteKey) -> Hops | None: ...
+
+    def installed_count(self) -> int: ...
+
+    def first_installed(self, limit: int) -> list[tuple[RouteKey, Hops]]:
+        """Up to `limit` of our routes, in key order (family, address, length)."""
+        ...
+
+    def matches(self, desired: Mapping[RouteKey, Hops], version: int) -> bool:
+        """Whether our routes are exactly `desired` (prefixes and next hops). `version` is the
+        caller's count of changes to `desired`: the answer may be kept until it or our routes change."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import errno
 import gc
+import heapq
 import itertools
 import logging
 import socket
@@ -265,6 +266,7 @@ class NodeTableWriter:
         self._adopt_confirmed = 0  # records of ours a dump found again (_adopt_now)
         self._generation = 0  # bumped after every pass and absorbed notification (installed()'s cache)
         self._installed: tuple[int, Mapping[RouteKey, Hops]] | None = None
+        self._matched: tuple[tuple[int, int, int], bool] | None = None  # matches(): its key, answer
         self._direct: set[RouteKey] = set()  # routes with hop_id set (rare)
         # The shared route records (_Route): per group, per explicit hop set, per single hop object.
         self._group_states: dict[int, _Route] = {}
@@ -321,6 +323,56 @@ class NodeTableWriter:
         view = MappingProxyType(result)
         self._installed = (generation, view)
         return view
+
+    def installed_count(self) -> int:
+        return len(self._routes)
+
+    def first_installed(self, limit: int) -> list[tuple[RouteKey, Hops]]:
+        """Up to `limit` routes in key order: the keys are ints, so the selection runs in C (over a
+        copy of the keys only: a pass in the worker thread may change the records meanwhile)."""
+        if limit <= 0:
+            return []
+        routes = self._routes
+        keys = list(routes)
+        chosen = sorted(keys) if len(keys) <= limit else heapq.nsmallest(limit, keys)
+        found = ((key, routes.get(key)) for key in chosen)
+        return [(key, _gateways(route.hops)) for key, route in found if route is not None]
+
+    def matches(self, desired: Mapping[RouteKey, Hops], version: int) -> bool:
+        """Whether our records are exactly `desired`, compared in place (no copy of either side).
+
+        The answer is kept per (our generation, the caller's `version`), so a scrape costs one pass
+        over the routes only after something changed. A pass running in the worker thread meanwhile
+        (the records change under the loop) makes the answer False, and it is not kept.
+        """
+        if self._lock.locked():
+            return False  # a pass is queued or running: not in sync until it is over
+        generation = self._generation
+        key = (generation, version, len(desired))
+        kept = self._matched
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        routes = self._routes
+        result = len(routes) == len(desired)
+        if result:
+            memo: dict[int, tuple[tuple[NextHop, ...], Hops]] = {}  # id -> (our set, its gateways)
+            wanted = desired.get
+            try:
+                for prefix, route in routes.items():
+                    hops = route.hops
+                    known = memo.get(id(hops))
+                    if known is None or known[0] is not hops:
+                        known = memo[id(hops)] = (hops, _gateways(hops))
+                    gateways = wanted(prefix)
+                    if gateways is not known[1] and gateways != known[1]:
+                        result = False
+                        break
+            except RuntimeError:  # the records changed size under us: a pass is running
+                return False
+        if self._generation != generation or self._lock.locked():
+            return False  # written meanwhile: the comparison may have seen a mix
+        self._matched = (key, result)
+        return result
 
     def installed_route(self, prefix: RouteKey) -> Hops | None:
         """One prefix's gateways as last read or written (None: no route of ours); O(1), no copy.

@@ -279,6 +279,15 @@ class FakeWriter:
     def installed_route(self, prefix: RouteKey) -> Hops | None:
         return self.routes.get(prefix)
 
+    def installed_count(self) -> int:
+        return len(self.routes)
+
+    def first_installed(self, limit: int) -> list[tuple[RouteKey, Hops]]:
+        return [(key, self.routes[key]) for key in sorted(self.routes)[: max(0, limit)]]
+
+    def matches(self, desired: Mapping[RouteKey, Hops], version: int) -> bool:
+        return self.routes == dict(desired)
+
     async def close(self) -> None:
         self.closed = True
 

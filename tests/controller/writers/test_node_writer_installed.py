@@ -48,3 +48,27 @@ async def test_installed_route_reads_one_prefix_as_installed_does(kernel: FakeKe
     assert writer.installed_route(prefixes[1]) == (A,)
     assert writer.installed_route(prefixes[2]) is None  # not ours (not there at all)
     assert {p: writer.installed_route(p) for p in writer.installed()} == dict(writer.installed())
+
+
+async def test_status_reads_count_list_and_compare_without_a_copy(kernel: FakeKernel) -> None:
+    writer = await started(kernel)
+    prefixes = vips(5)
+    desired = via(prefixes, A)
+    await writer.apply(desired)
+
+    assert writer.installed_count() == 5
+    assert writer.first_installed(2) == [(p, (A,)) for p in sorted(prefixes)[:2]]
+    assert writer.first_installed(0) == []
+    assert writer.matches(desired, version=1)
+    assert writer._installed is None  # no mapping of every route was built, nor kept
+
+    moved = {**desired, prefixes[3]: (B,)}  # the table wants a change the writer has not written yet
+    assert not writer.matches(moved, version=2)
+    assert not writer.matches({**desired, vips(6)[5]: (A,)}, version=3)  # one route more is wanted
+    assert writer.matches(desired, version=1)  # the kept answer for that version
+
+    await writer.apply({prefixes[3]: (B,)})
+    assert writer.matches(moved, version=2)  # the pass changed our routes: compared afresh
+    deleted = kernel.fib.pop((TABLE, prefixes[0], METRIC))  # deleted by hand, and we are told
+    writer._absorb([(False, deleted)])
+    assert not writer.matches(moved, version=2)
