@@ -40,9 +40,30 @@ def _report(path: Path) -> None:
             lines.append(
                 f"{stat.size:>14,} B {stat.count:>10,} blocks {100 * stat.size / total:5.1f}%  {where}"
             )
+    lines.extend(_oversized_containers())
     partial = path.with_name(path.name + ".partial")
     partial.write_text("\n".join(lines) + "\n")
     partial.replace(path)  # whole or absent: the bench waits for the file to appear
+
+
+def _oversized_containers(min_bytes: int = 1 << 20) -> list[str]:
+    """Dicts and sets whose table is far larger than their contents (a dict never shrinks as keys
+    are deleted), with what refers to each: after a withdraw these are the memory kept for nothing."""
+    found = []
+    for obj in gc.get_objects():
+        size = sys.getsizeof(obj) if isinstance(obj, (dict, set)) else 0
+        if size >= min_bytes and len(obj) * 64 < size:
+            holders = []
+            for ref in gc.get_referrers(obj):
+                if isinstance(ref, dict) and "__module__" not in ref:
+                    owners = [type(o).__name__ for o in gc.get_referrers(ref) if hasattr(o, "__dict__")]
+                    keys = [k for k, v in ref.items() if v is obj][:3]
+                    holders.append(f"attribute {keys} of {owners[:3]}")
+                elif type(ref).__name__ not in ("frame", "list"):
+                    holders.append(type(ref).__name__)
+            kind = type(obj).__name__
+            found.append(f"{size:>14,} B  {kind} of {len(obj):,}  held by {holders[:4]}")
+    return ["", "== oversized containers (table much larger than contents) ==", *found]
 
 
 def main() -> None:
