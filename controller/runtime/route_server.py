@@ -648,8 +648,10 @@ class RouteServerRuntime:
     def _push(self, changes: RouteChanges) -> None:
         if not changes:
             return
-        for table in self.tables.values():
-            table.push(changes)
+        tables = list(self.tables.values())
+        for index, table in enumerate(tables):
+            # The FIB's change set is ours (it keeps no reference): the last table may keep it.
+            table.push(changes, owned=index == len(tables) - 1)
 
     def _recompute_fib(self) -> None:
         """Every prefix again (the selection mode or width changed); only real differences go out."""

@@ -136,11 +136,17 @@ class TableRuntime:
             desired.update({p: installed[p] for p in self._adopted if p in installed})
         return desired
 
-    def push(self, changes: RouteChanges) -> None:
+    def push(self, changes: RouteChanges, owned: bool = False) -> None:
+        """Record changes (latest wins per prefix). `owned`: the caller hands the dict over and
+        never touches it again, so with nothing pending it becomes the pending batch as it is (a
+        million-route feed or withdraw is not copied once more)."""
         self.desired_version += 1
         if self.filter is None:
             added = bool(changes)
-            self._pending.update(changes)  # latest wins per prefix; one C-level pass for a bulk feed
+            if owned and not self._pending and type(changes) is dict:
+                self._pending = changes
+            else:
+                self._pending.update(changes)  # one C-level pass for a bulk feed
         else:
             added = False
             passes, pending = self.passes, self._pending

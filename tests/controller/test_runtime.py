@@ -864,3 +864,20 @@ async def test_without_persist_adopted_routes_are_held_through_the_deferral_then
     await until(lambda: writer.routes == {VIP: A_B})
     written = [b[VIP] for b in writer.applies if VIP in b] + [r[VIP] for r in writer.resyncs if VIP in r]
     assert written and {tuple(hops) for hops in written} == {(A,)}
+
+
+async def test_each_table_gets_its_own_pending_batch_and_the_last_keeps_the_fibs(harness: Harness) -> None:
+    peers = [peer("fw-a", "10.0.0.2", localAddress="10.0.0.1")]
+    tables = [association("t"), association("u", target={"node": {"table": 101}})]
+    await harness.runtime.apply(desired([server(**ALLOW)], peers, tables))
+    await harness.settle()
+    speaker = harness.speaker
+    speaker.establish("fw-a")
+    speaker.announce("fw-a", "203.0.113.10/32")
+    first, second = harness.runtime.route_servers["vip"].tables.values()
+    assert first._pending == second._pending == {VIP: (A,)}
+    assert first._pending is not second._pending  # handed over to one table only, copied for the other
+    speaker.announce("fw-a", "203.0.113.20/32")  # into a batch already pending: merged, not replaced
+    assert first._pending == second._pending == {VIP: (A,), SVC: (A,)}
+    await harness.settle()
+    assert harness.table("t").routes == harness.table("u").routes == {VIP: (A,), SVC: (A,)}
