@@ -303,10 +303,11 @@ class NodeTableWriter:
     def installed(self) -> Mapping[RouteKey, Hops]:
         """Our routes in the table as last read or written: prefix -> gateways.
 
-        Safe to call while a pass runs in its worker thread (the items are copied first). Status and
-        metrics read it at every scrape, so the answer is kept (read-only) until our picture changes:
-        every pass and every absorbed notification counts as a change (`_generation`). Hop sets are
-        shared (interned), so each set's gateways are built once, not once per route.
+        Safe to call while a pass runs in its worker thread (the items are copied first). A mapping
+        of every route: status and metrics use `installed_count`, `first_installed` and `matches`
+        instead; the restart deferral reads it once. The answer is kept (read-only) until our
+        picture changes: every pass and every absorbed notification counts as a change
+        (`_generation`). Hop sets are shared (interned), so each set's gateways are built once.
         """
         generation = self._generation  # read before the copy: a pass ending meanwhile bumps it
         cached = self._installed
