@@ -65,7 +65,7 @@ async def test_status_reads_count_list_and_compare_without_a_copy(kernel: FakeKe
     moved = {**desired, prefixes[3]: (B,)}  # the table wants a change the writer has not written yet
     assert not writer.matches(moved, version=2)
     assert not writer.matches({**desired, vips(6)[5]: (A,)}, version=3)  # one route more is wanted
-    assert writer.matches(desired, version=1)  # the kept answer for that version
+    assert writer.matches(desired, version=1)  # another version: compared again, still in sync
 
     await writer.apply({prefixes[3]: (B,)})
     assert writer.matches(moved, version=2)  # the pass changed our routes: compared afresh
